@@ -1,0 +1,68 @@
+/**
+ * Sends a decided request to Ollama and waits for its response headers. A
+ * model can take minutes to load before its first byte, so the wait is
+ * bounded by `upstream_timeout`, not by a short default. The body is never
+ * awaited here: it streams back as it arrives.
+ *
+ * @module
+ */
+
+import { type Refusal, refuse } from "../errors/refusal.ts";
+
+/** What to send upstream. */
+export interface UpstreamRequest {
+  readonly method: string;
+  /** Path and query exactly as decided (already matched against the table). */
+  readonly target: string;
+  readonly headers: Headers;
+  /** Bytes Butler read, or the client's stream for routes it does not read. */
+  readonly body: BodyInit | null;
+  /** Aborts when the client goes away (the handler's `request.signal`). */
+  readonly clientSignal: AbortSignal;
+}
+
+/**
+ * Fetches `request` from `upstream`. Resolves to the upstream response once
+ * its headers arrive, or to a 502/504 refusal when Ollama cannot be reached,
+ * fails before headers, or takes longer than `timeoutMs` to answer.
+ */
+export async function fetchUpstream(
+  request: UpstreamRequest,
+  options: { upstream: URL; timeoutMs: number },
+): Promise<Response | Refusal> {
+  const url = new URL(request.target, options.upstream);
+  const headersTimeout = new AbortController();
+  const timer = setTimeout(
+    () => headersTimeout.abort(new DOMException("timeout", "TimeoutError")),
+    options.timeoutMs,
+  );
+  // The client's signal stays attached for the whole exchange, so a client
+  // hanging up mid-stream cancels the generation upstream.
+  const signal = AbortSignal.any([request.clientSignal, headersTimeout.signal]);
+
+  try {
+    return await fetch(url, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+      signal,
+      redirect: "manual",
+    });
+  } catch (error) {
+    if (headersTimeout.signal.aborted) {
+      return refuse(
+        504,
+        "upstream_timeout",
+        `upstream did not answer within ${options.timeoutMs} ms`,
+      );
+    }
+    if (request.clientSignal.aborted) {
+      return refuse(499, "client_closed", "client closed the request");
+    }
+    return refuse(502, "upstream_unavailable", "upstream unavailable", {
+      detail: { error: error instanceof Error ? error.name : String(error) },
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
