@@ -464,3 +464,21 @@ Deno.test("log lines are JSON and never carry a key or a prompt", async () => {
     assert.equal(refusal?.client, "app");
   });
 });
+
+Deno.test("log_prompts: true logs the texts sent to the model, and only then", async () => {
+  const stack = await startStack(`log_prompts: true\n${CONFIG}`);
+  try {
+    const response = await post(stack, "/api/chat", {
+      model: "llama3.2",
+      messages: [{ role: "user", content: "audit me" }],
+      stream: false,
+    });
+    await response.body?.cancel();
+    const line = stack.logs.find((l) => l.msg === "prompts");
+    assert.deepEqual(line?.prompts, ["audit me"]);
+    assert.equal(line?.client, "app");
+    assert.equal(JSON.stringify(stack.logs).includes(KEYS.app), false);
+  } finally {
+    await stack.close();
+  }
+});
