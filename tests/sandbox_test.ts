@@ -1,0 +1,390 @@
+/**
+ * Butler's permission sandbox, checked on the real program: `main.ts` runs
+ * as a child process under exactly the flags `main.ts permissions` prints,
+ * serves, and from inside that sandbox everything but its listen address,
+ * its upstream and its config file is refused.
+ */
+
+import assert from "node:assert/strict";
+import { startOllamaSim } from "./sim/ollama_sim.ts";
+import type { ProbeLine } from "./support/sandbox_probe.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const KEY = "sandbox-key-0123456789";
+
+/** A free TCP port on 127.0.0.1 (bound, read, released). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Runs `deno <args>` in the repo and returns its exit code and output. */
+async function deno(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** The flags of the `deno run …` line `main.ts permissions` prints. */
+async function permissionsLine(
+  configPath: string,
+  env: Record<string, string>,
+): Promise<{ run: string; compile: string }> {
+  const result = await deno(
+    ["run", "-A", "main.ts", "permissions", "--config", configPath],
+    env,
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const lines = result.stdout.trim().split("\n");
+  const run = lines.find((l) => l.startsWith("deno run "));
+  const compile = lines.find((l) => l.startsWith("deno compile "));
+  assert.ok(run && compile, result.stdout);
+  return { run, compile };
+}
+
+/** The words between `deno run|compile` and the program, minus --output. */
+function flagsOf(commandLine: string): string[] {
+  const words = commandLine.trim().split(/\s+/);
+  const flags = words.slice(2, words.indexOf("main.ts"));
+  const output = flags.indexOf("--output");
+  if (output >= 0) flags.splice(output, 2);
+  return flags;
+}
+
+/** A child process whose stdout is collected line by line. */
+interface Child {
+  readonly lines: string[];
+  /** Resolves with the first line (so far or later) that `match` accepts. */
+  waitFor(
+    match: (line: string) => boolean,
+    timeoutMs?: number,
+  ): Promise<string>;
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+function spawn(args: string[], env: Record<string, string>): Child {
+  const process = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  let wake = () => {};
+  const reading = (async () => {
+    let rest = "";
+    for await (
+      const text of process.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop()!;
+      lines.push(...parts);
+      wake();
+    }
+  })();
+  const stderr = new Response(process.stderr).text();
+  return {
+    lines,
+    async waitFor(match, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const found = lines.find(match);
+        if (found !== undefined) return found;
+        const woken = new Promise<void>((resolve) => wake = resolve);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const timeout = new Promise<void>((resolve) =>
+          timer = setTimeout(resolve, 200)
+        );
+        await Promise.race([woken, timeout]);
+        clearTimeout(timer);
+      }
+      assert.fail(
+        `no matching line within ${timeoutMs} ms; stdout:\n${
+          lines.join("\n")
+        }\nstderr:\n${await Promise.race([stderr, ""])}`,
+      );
+    },
+    async stop() {
+      try {
+        process.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      const status = await process.status;
+      await reading;
+      await stderr;
+      return status;
+    },
+  };
+}
+
+function parsed(line: string): Record<string, unknown> {
+  return JSON.parse(line);
+}
+
+/**
+ * A simulator, a config in a temporary directory whose key comes from the
+ * environment, a secret file next to it, and a listener on a port Butler
+ * must not reach (it counts the connections it accepts).
+ */
+async function withSetup(
+  fn: (setup: {
+    sim: Awaited<ReturnType<typeof startOllamaSim>>;
+    configPath: string;
+    port: number;
+    env: Record<string, string>;
+    secretPath: string;
+    forbiddenPort: number;
+    forbiddenAccepted: () => number;
+  }) => Promise<void>,
+) {
+  const sim = await startOllamaSim({ chunkDelayMs: 1 });
+  const dir = await Deno.makeTempDir({ prefix: "butler-sandbox-" });
+  const port = freePort();
+  const configPath = `${dir}/butler.yaml`;
+  await Deno.writeTextFile(
+    configPath,
+    `listen: 127.0.0.1:${port}
+upstream: ${sim.url}
+clients:
+  - name: app
+    key: \${SANDBOX_KEY}
+    allow_models: ["llama3.2"]
+`,
+  );
+  const secretPath = `${dir}/secret.txt`;
+  await Deno.writeTextFile(secretPath, "not for Butler");
+
+  const forbidden = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let accepted = 0;
+  const accepting = (async () => {
+    for await (const conn of forbidden) {
+      accepted++;
+      conn.close();
+    }
+  })();
+
+  try {
+    await fn({
+      sim,
+      configPath,
+      port,
+      env: { SANDBOX_KEY: KEY },
+      secretPath,
+      forbiddenPort: (forbidden.addr as Deno.NetAddr).port,
+      forbiddenAccepted: () => accepted,
+    });
+  } finally {
+    forbidden.close();
+    await accepting.catch(() => {});
+    await sim.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("permissions prints only the config's addresses, file and variables", async () => {
+  await withSetup(async ({ sim, configPath, port, env }) => {
+    const { run, compile } = await permissionsLine(configPath, env);
+    const flags = [
+      `--allow-net=127.0.0.1:${port},127.0.0.1:${sim.port}`,
+      `--allow-read=${configPath}`,
+      "--allow-env=LOG_STREAM,LOG_TOKENS,SANDBOX_KEY",
+      "--unstable-no-legacy-abort",
+    ];
+    assert.deepEqual(flagsOf(run), flags);
+    assert.deepEqual(flagsOf(compile), flags);
+  });
+});
+
+Deno.test("under exactly those flags the real server serves and warns of nothing", async () => {
+  await withSetup(async ({ sim, configPath, port, env }) => {
+    const { run } = await permissionsLine(configPath, env);
+    const child = spawn([
+      "run",
+      ...flagsOf(run),
+      "main.ts",
+      "--config",
+      configPath,
+    ], env);
+    try {
+      const held = parsed(
+        await child.waitFor((l) => l.includes('"msg":"permissions"')),
+      );
+      await child.waitFor((l) => l.includes('"msg":"listening"'));
+      const grants = held.held as Record<string, string>;
+      for (const kind of ["net", "read", "write", "env"]) {
+        const [name] = Object.keys(grants).filter((k) => k.startsWith(kind));
+        assert.notEqual(grants[name], "granted", `${name} is unrestricted`);
+      }
+      for (const kind of ["run", "ffi", "sys"]) {
+        assert.notEqual(grants[kind], "granted", `${kind} is granted`);
+      }
+
+      const response = await fetch(`http://127.0.0.1:${port}/api/chat`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: JSON.stringify({
+          model: "llama3.2",
+          messages: [{ role: "user", content: "hello" }],
+        }),
+      });
+      assert.equal(response.status, 200);
+      const lines = (await response.text()).trim().split("\n");
+      assert.equal(JSON.parse(lines.at(-1)!).done, true);
+      assert.equal(sim.records.length, 1);
+      assert.deepEqual(sim.records[0].acted?.texts, ["hello"]);
+
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+    } finally {
+      const status = await child.stop();
+      assert.equal(status.code, 0, "SIGTERM is a clean shutdown");
+    }
+    const warnings = child.lines.filter((l) => l.includes('"level":"warn"'));
+    assert.deepEqual(warnings, []);
+    assert.ok(!child.lines.some((l) => l.includes("broader")));
+    assert.ok(!child.lines.some((l) => l.includes(KEY)), "the key is logged");
+  });
+});
+
+Deno.test("inside the sandbox only the listen address, upstream and config are reachable", async () => {
+  await withSetup(
+    async (
+      { sim, configPath, env, secretPath, forbiddenPort, forbiddenAccepted },
+    ) => {
+      const { run } = await permissionsLine(configPath, env);
+      const result = await deno([
+        "run",
+        ...flagsOf(run),
+        "tests/support/sandbox_probe.ts",
+        "--config",
+        configPath,
+        "--forbidden-port",
+        String(forbiddenPort),
+        "--forbidden-file",
+        secretPath,
+      ], env);
+      assert.equal(result.code, 0, result.stderr);
+      const outcomes = Object.fromEntries(
+        result.stdout.trim().split("\n").map((l) => {
+          const line: ProbeLine = JSON.parse(l);
+          return [line.attempt, line];
+        }),
+      );
+
+      for (
+        const name of [
+          "fetch the upstream",
+          "fetch own /healthz",
+          "read the config",
+        ]
+      ) {
+        assert.equal(
+          outcomes[name]?.outcome,
+          "allowed",
+          JSON.stringify(outcomes[name]),
+        );
+      }
+      const refused = [
+        "fetch another port",
+        "connect to another port",
+        "fetch the upstream by another name",
+        "listen on another port",
+        "read another file",
+        "list the config's directory",
+        "read /etc/passwd",
+        "read env HOME",
+        "write a file",
+        "run a program",
+        "read system info",
+        "load a native library",
+      ];
+      for (const name of refused) {
+        const line = outcomes[name];
+        assert.equal(line?.outcome, "refused", JSON.stringify(line));
+        assert.equal(line.error, "NotCapable");
+      }
+      assert.equal(
+        Object.keys(outcomes).length,
+        refused.length + 3,
+        result.stdout,
+      );
+
+      // The refusals happened before any connection or file access.
+      assert.equal(forbiddenAccepted(), 0);
+      await assert.rejects(Deno.stat(`${secretPath}.written`));
+      assert.ok(
+        sim.records.every((r) => r.path === "/api/version"),
+        "only the probe's and /healthz's version checks reached the upstream",
+      );
+    },
+  );
+});
+
+Deno.test("with --allow-all Butler warns that it holds more than it needs", async () => {
+  await withSetup(async ({ configPath, port, env }) => {
+    const child = spawn([
+      "run",
+      "--allow-all",
+      "--unstable-no-legacy-abort",
+      "main.ts",
+      "--config",
+      configPath,
+    ], env);
+    try {
+      const warning = parsed(
+        await child.waitFor((l) =>
+          l.includes('"msg":"permissions broader than this config needs"')
+        ),
+      );
+      assert.equal(warning.level, "warn");
+      assert.deepEqual(warning.broader, [
+        "net (any host)",
+        "read (any path)",
+        "write (any path)",
+        "env (any variable)",
+        "run",
+        "ffi",
+        "sys",
+        "write .",
+      ]);
+      await child.waitFor((l) => l.includes('"msg":"listening"'));
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      assert.equal(health.status, 200, "it still serves");
+      await health.body?.cancel();
+    } finally {
+      await child.stop();
+    }
+  });
+});
+
+Deno.test("deno task start runs with exactly what permissions prints for the shipped butler.yaml", async () => {
+  const denoJson = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  const env = { BUTLER_KEY: "shipped-config-key-0123456789" };
+  const { run, compile } = await permissionsLine("./butler.yaml", env);
+
+  const start: string = denoJson.tasks.start;
+  assert.equal(start, run);
+  assert.deepEqual(flagsOf(start), flagsOf(run));
+
+  const compileTask: string = denoJson.tasks.compile;
+  assert.deepEqual(flagsOf(compileTask), flagsOf(compile));
+  assert.match(compileTask, / main\.ts --config \.\/butler\.yaml$/);
+});
