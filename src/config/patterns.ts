@@ -38,7 +38,9 @@ export function compilePromptPattern(
     index,
     source,
     test(text: string): boolean {
-      return compiled.matcher(text).find();
+      // `test` asks for no capture positions, which lets re2js use its DFA:
+      // several times faster than `matcher(text).find()` on long prompts.
+      return compiled.test(text);
     },
   });
 }

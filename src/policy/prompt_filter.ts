@@ -7,20 +7,26 @@
  * @module
  */
 
-import type { PromptPattern, SubjectPolicy } from "../config/policy.ts";
+import type { SubjectPolicy } from "../config/policy.ts";
 import { type Refusal, refuse } from "../errors/refusal.ts";
 import type { JsonNode } from "../request/go_json.ts";
 import { hasOpaqueContext, promptTexts } from "./prompt_texts.ts";
 import { normalizeForFilter } from "./normalize_text.ts";
+import { patternSet } from "./pattern_set.ts";
 
 /**
  * Returns a 403 refusal when any pattern of any policy matches a text of
- * `body`, or when the body carries text no filter can read (a `context`
- * token array) and a policy with patterns does not allow it.
+ * `body` or one of `formTexts` (multipart fields that reach the prompt), or
+ * when the body carries text no filter can read (a `context` token array)
+ * and a policy with patterns does not allow it.
  */
 export function checkPrompts(
-  body: JsonNode,
-  options: { route: string; policies: readonly SubjectPolicy[] },
+  body: JsonNode | undefined,
+  options: {
+    route: string;
+    policies: readonly SubjectPolicy[];
+    formTexts?: readonly string[];
+  },
 ): Refusal | undefined {
   const filtered = options.policies.filter((p) =>
     p.denyPromptPatterns.length > 0
@@ -28,7 +34,7 @@ export function checkPrompts(
   if (filtered.length === 0) return undefined;
 
   if (
-    hasOpaqueContext(options.route, body) &&
+    body !== undefined && hasOpaqueContext(options.route, body) &&
     !filtered.every((p) => p.allowContext)
   ) {
     return refuse(
@@ -38,26 +44,17 @@ export function checkPrompts(
     );
   }
 
-  const texts = promptTexts(options.route, body).map(normalizeForFilter);
+  const texts = [
+    ...(body === undefined ? [] : promptTexts(options.route, body)),
+    ...(options.formTexts ?? []),
+  ].map(normalizeForFilter);
   const candidates = texts.length > 1 ? [...texts, texts.join(" ")] : texts;
   for (const policy of filtered) {
-    const hit = firstMatch(policy.denyPromptPatterns, candidates);
+    const hit = patternSet(policy.denyPromptPatterns).firstMatch(candidates);
     if (hit !== undefined) {
       return refuse(403, "prompt_rejected", "prompt rejected", {
         detail: { rule: `${policy.origin}.deny_prompt_patterns[${hit}]` },
       });
-    }
-  }
-  return undefined;
-}
-
-function firstMatch(
-  patterns: readonly PromptPattern[],
-  texts: readonly string[],
-): number | undefined {
-  for (const pattern of patterns) {
-    for (const text of texts) {
-      if (pattern.test(text)) return pattern.index;
     }
   }
   return undefined;

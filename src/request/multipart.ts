@@ -1,6 +1,8 @@
 /**
- * The model a `multipart/form-data` transcription request names, read as
- * Ollama's Go handler reads it with `r.FormValue("model")`.
+ * The fields of a `multipart/form-data` transcription request that Butler
+ * decides on, read as Ollama's Go handler reads them with `r.FormValue`:
+ * `model`, and `prompt` and `language`, which Ollama writes into the
+ * model's system prompt.
  *
  * Go's `Request.ParseMultipartForm` puts the URL query values in `r.Form`
  * first and appends the form's values after them, so `FormValue` returns the
@@ -50,21 +52,57 @@ export function multipartModel(
   body: Uint8Array,
   options: { contentType: string; query: string },
 ): string | undefined {
-  const values = [
-    ...queryValues(options.query, "model"),
-    ...formValues(body, boundaryOf(options.contentType), "model"),
-  ];
+  return multipartFormValues(body, { ...options, names: ["model"] })
+    .get("model");
+}
 
-  const distinct = new Set(values);
-  if (distinct.size > 1) {
-    throw new BodyError(
-      400,
-      "ambiguous_field",
-      `model: the request names ${distinct.size} different models in its ` +
-        "form fields and query parameters; name one",
-    );
+/**
+ * What Go's `r.FormValue(name)` gives for each of `names`, under the same
+ * rule as {@linkcode multipartModel}: every non-file form part named exactly
+ * `name` and every `name` query parameter must agree, or the request is
+ * refused (`BodyError(400, "ambiguous_field")`); a name with none maps to
+ * `undefined`. The body is split once for all names.
+ *
+ * @example
+ * ```ts
+ * const fields = multipartFormValues(decoded, {
+ *   contentType: request.headers.get("content-type") ?? "",
+ *   query: new URL(request.url).search,
+ *   names: ["model", "prompt", "language"],
+ * });
+ * fields.get("prompt"); // "a glossary of names" or undefined
+ * ```
+ */
+export function multipartFormValues(
+  body: Uint8Array,
+  options: { contentType: string; query: string; names: readonly string[] },
+): Map<string, string | undefined> {
+  const fromForm = formValues(
+    body,
+    boundaryOf(options.contentType),
+    options.names,
+  );
+  const result = new Map<string, string | undefined>();
+  for (const name of options.names) {
+    const values = [
+      ...queryValues(options.query, name),
+      ...(fromForm.get(name) ?? []),
+    ];
+    const distinct = new Set(values);
+    if (distinct.size > 1) {
+      throw new BodyError(
+        400,
+        "ambiguous_field",
+        name === "model"
+          ? `model: the request names ${distinct.size} different models in ` +
+            "its form fields and query parameters; name one"
+          : `${name}: the request gives ${distinct.size} different values in ` +
+            "its form fields and query parameters; send one",
+      );
+    }
+    result.set(name, values[0]);
   }
-  return values[0];
+  return result;
 }
 
 function badMultipart(what: string): BodyError {
@@ -254,14 +292,14 @@ function readQuoted(
   throw fail("unterminated quoted string");
 }
 
-/** Values of the non-file parts named exactly `name`. */
+/** Values of the non-file parts named exactly one of `names`, by name. */
 function formValues(
   body: Uint8Array,
   boundary: string,
-  name: string,
-): string[] {
+  names: readonly string[],
+): Map<string, string[]> {
   const dashBoundary = new TextEncoder().encode(`--${boundary}`);
-  const values: string[] = [];
+  const values = new Map<string, string[]>();
   let headerCount = 0;
 
   // The body starts with the first delimiter line: no preamble.
@@ -286,8 +324,10 @@ function formValues(
     }
     const bodyEnd = findPartEnd(body, bodyStart, dashBoundary);
 
-    const value = modelValue(headers, name, body.subarray(bodyStart, bodyEnd));
-    if (value !== undefined) values.push(value);
+    const field = formField(headers, names, body.subarray(bodyStart, bodyEnd));
+    if (field !== undefined) {
+      values.set(field.name, [...(values.get(field.name) ?? []), field.value]);
+    }
 
     // A part ends either right at a delimiter or at CRLF before one.
     pos = startsWith(body, dashBoundary, bodyEnd) ? bodyEnd : bodyEnd + 2;
@@ -396,12 +436,15 @@ function endsDelimiter(body: Uint8Array, at: number): boolean {
   return next === 0x2d && body[at + 1] === 0x2d;
 }
 
-/** The value of a part if Go's ReadForm files it as a form value `name`. */
-function modelValue(
+/**
+ * The name and value of a part if Go's ReadForm files it as a form value
+ * named one of `names`.
+ */
+function formField(
   headers: Array<[string, string]>,
-  name: string,
+  names: readonly string[],
   content: Uint8Array,
-): string | undefined {
+): { name: string; value: string } | undefined {
   const dispositions = headers.filter(([key]) => key === "content-disposition");
   if (dispositions.length === 0) return undefined; // Go skips the part
   if (dispositions.length > 1) {
@@ -418,7 +461,8 @@ function modelValue(
     );
   }
   if (disposition.type !== "form-data") return undefined; // Go skips it
-  if (disposition.params.get("name") !== name) return undefined;
+  const name = disposition.params.get("name");
+  if (name === undefined || !names.includes(name)) return undefined;
 
   // A part with a non-empty filename is a file; filename="" is a value in Go.
   if (disposition.params.has("filename*")) {
@@ -443,7 +487,7 @@ function modelValue(
   }
 
   try {
-    return utf8.decode(content);
+    return { name, value: utf8.decode(content) };
   } catch {
     throw badMultipart(`the ${name} part is not UTF-8`);
   }

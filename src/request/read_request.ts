@@ -12,7 +12,7 @@ import type { RouteMatch } from "../routes/table.ts";
 import type { ReadRequest } from "../policy/decide.ts";
 import { JsonSyntaxError, parseJsonAsGo } from "./go_json.ts";
 import { BodyError, readBodyBounded } from "./read_body.ts";
-import { multipartModel } from "./multipart.ts";
+import { multipartFormValues } from "./multipart.ts";
 
 /**
  * Largest body Butler reads to decide on, when no policy sets a smaller
@@ -46,11 +46,21 @@ export async function readRequest(
     });
 
     if (route.kind === "transcribe") {
-      const formModel = multipartModel(decoded, {
+      // Ollama writes `language` and `prompt` into the system prompt.
+      const fields = multipartFormValues(decoded, {
         contentType: request.headers.get("content-type") ?? "",
         query: match.query,
+        names: ["model", "language", "prompt"],
       });
-      return { match, formModel, forwardBytes: decoded, bytesIn: raw.length };
+      const formTexts = [fields.get("language"), fields.get("prompt")]
+        .filter((text): text is string => text !== undefined && text !== "");
+      return {
+        match,
+        formModel: fields.get("model"),
+        formTexts,
+        forwardBytes: decoded,
+        bytesIn: raw.length,
+      };
     }
 
     const body = parseJsonAsGo(decoded);
