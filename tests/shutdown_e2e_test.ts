@@ -1,0 +1,213 @@
+/**
+ * Graceful shutdown of the real process: on SIGTERM or SIGINT Butler stops
+ * accepting connections, lets streams that end within `shutdown_grace`
+ * finish, cuts the others when it expires, writes the token usage to the
+ * state file and exits 0.
+ */
+
+import assert from "node:assert/strict";
+import { bearer, KEYS } from "./support/harness.ts";
+import { startOllamaSim } from "./sim/ollama_sim.ts";
+import { loadPolicy } from "../src/config/load.ts";
+import {
+  permissionFlags,
+  requiredPermissions,
+  RUNTIME_FLAGS,
+} from "../src/permissions.ts";
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+function collect(stream: ReadableStream<Uint8Array>) {
+  let text = "";
+  const done = (async () => {
+    for await (
+      const chunk of stream.pipeThrough(new TextDecoderStream())
+    ) text += chunk;
+  })();
+  return { text: () => text, done };
+}
+
+async function eventually(check: () => Promise<boolean>) {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error("condition not reached within 10 s");
+}
+
+/** Starts `main.ts` on a free port with a state file and a 1 s grace. */
+async function startProcess(simUrl: string) {
+  const dir = await Deno.makeTempDir({ prefix: "butler-shutdown-" });
+  const port = freePort();
+  const configPath = `${dir}/butler.yaml`;
+  const stateFile = `${dir}/state/usage.json`;
+  await Deno.mkdir(`${dir}/state`);
+  await Deno.writeTextFile(
+    configPath,
+    `
+listen: 127.0.0.1:${port}
+upstream: ${simUrl}
+shutdown_grace: 1s
+state_file: ${stateFile}
+clients:
+  - name: app
+    key: ${KEYS.app}
+    allow_models: ["llama3.2"]
+    max_tokens_per_day: 1000
+`,
+  );
+  // Exactly the permissions `main.ts permissions` prints: write access to
+  // the state file's directory and nowhere else.
+  const flags = permissionFlags(
+    requiredPermissions(await loadPolicy(configPath)),
+  );
+  assert.ok(flags.includes(`--allow-write=${dir}/state`), flags.join(" "));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-lock",
+      ...flags,
+      ...RUNTIME_FLAGS,
+      new URL("../main.ts", import.meta.url).pathname,
+      "--config",
+      configPath,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = collect(child.stdout);
+  const errors = collect(child.stderr);
+  const url = `http://127.0.0.1:${port}`;
+  await eventually(async () => {
+    const response = await fetch(url + "/healthz").catch(() => undefined);
+    await response?.body?.cancel();
+    return response?.status === 200;
+  });
+  return { child, output, errors, url, dir, stateFile };
+}
+
+/** Kills a child a failed test left running (by its own handle). */
+async function stopIfRunning(child: Deno.ChildProcess) {
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    // Already exited, as it should have.
+  }
+  await child.status;
+}
+
+/** Reads a native stream until it ends or breaks; counts its token lines. */
+async function readStream(response: Response) {
+  let text = "";
+  let broken = false;
+  try {
+    for await (
+      const chunk of response.body!.pipeThrough(new TextDecoderStream())
+    ) text += chunk;
+  } catch {
+    broken = true;
+  }
+  const lines = text.split("\n").filter((line) => line.trim() !== "");
+  const last = lines.length > 0 ? JSON.parse(lines.at(-1)!) : undefined;
+  return {
+    tokens: lines.filter((line) => line.includes('"done":false')).length,
+    complete: last?.done === true,
+    broken,
+  };
+}
+
+function generate(url: string, numPredict?: number) {
+  return fetch(url + "/api/generate", {
+    method: "POST",
+    headers: bearer(KEYS.app),
+    body: JSON.stringify({
+      model: "llama3.2",
+      prompt: "x",
+      ...(numPredict === undefined
+        ? {}
+        : { options: { num_predict: numPredict } }),
+    }),
+  });
+}
+
+Deno.test("SIGTERM: streams within grace finish, longer ones are cut, usage saved", async () => {
+  // 40 tokens at 100 ms: 4 s, longer than the 1 s grace.
+  const sim = await startOllamaSim({ chunks: 40, chunkDelayMs: 100 });
+  const butler = await startProcess(sim.url);
+  try {
+    const short = await generate(butler.url, 5); // about 0.5 s
+    const long = await generate(butler.url);
+    assert.equal(short.status, 200);
+    assert.equal(long.status, 200);
+    const shortRead = readStream(short);
+    const longRead = readStream(long);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+
+    butler.child.kill("SIGTERM");
+
+    // No new connection is accepted once shutdown has begun.
+    await eventually(async () => {
+      const refused = await fetch(butler.url + "/healthz")
+        .then(async (r) => (await r.body?.cancel(), false))
+        .catch(() => true);
+      return refused;
+    });
+
+    const finished = await shortRead;
+    assert.equal(finished.complete, true, "the short stream finished");
+    assert.equal(finished.tokens, 5);
+    const cut = await longRead;
+    assert.equal(cut.complete, false, "the long stream was cut at grace");
+    assert.ok(cut.tokens >= 1 && cut.tokens < 40, `${cut.tokens} tokens`);
+
+    const status = await butler.child.status;
+    await Promise.all([butler.output.done, butler.errors.done]);
+    assert.equal(status.code, 0, butler.errors.text());
+    assert.match(butler.output.text(), /grace period over/);
+
+    // Both answers were charged: the cut one for what streamed.
+    const state = JSON.parse(await Deno.readTextFile(butler.stateFile));
+    const charged = state.usage["client:app"].generated;
+    assert.ok(
+      charged >= 5 + cut.tokens && charged <= 5 + cut.tokens + 2,
+      `charged ${charged} for 5 + ${cut.tokens} streamed`,
+    );
+    // Only the state file is in its directory: no temporary left behind.
+    const names = [];
+    for await (const entry of Deno.readDir(`${butler.dir}/state`)) {
+      names.push(entry.name);
+    }
+    assert.deepEqual(names, ["usage.json"]);
+  } finally {
+    await stopIfRunning(butler.child);
+    await sim.close();
+    await Deno.remove(butler.dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGINT: idle Butler exits 0 at once and writes its usage", async () => {
+  const sim = await startOllamaSim({ chunks: 3, chunkDelayMs: 1 });
+  const butler = await startProcess(sim.url);
+  try {
+    await (await generate(butler.url)).text();
+    const started = performance.now();
+    butler.child.kill("SIGINT");
+    const status = await butler.child.status;
+    await Promise.all([butler.output.done, butler.errors.done]);
+    assert.equal(status.code, 0, butler.errors.text());
+    // Nothing was in flight: no reason to wait out the grace period.
+    assert.doesNotMatch(butler.output.text(), /grace period over/);
+    assert.ok(performance.now() - started < 5000);
+    const state = JSON.parse(await Deno.readTextFile(butler.stateFile));
+    assert.equal(state.usage["client:app"].generated, 3);
+  } finally {
+    await stopIfRunning(butler.child);
+    await sim.close();
+    await Deno.remove(butler.dir, { recursive: true });
+  }
+});
