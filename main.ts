@@ -14,7 +14,9 @@
 import { loadPolicy } from "./src/config/load.ts";
 import { ConfigError } from "./src/config/errors.ts";
 import { startButler } from "./src/serve.ts";
+import { StateFileError } from "./src/policy/budget_store.ts";
 import { describePolicy } from "./src/describe.ts";
+import { probeHealth } from "./src/observe/healthcheck.ts";
 import { generateKey } from "./src/auth/gen_key.ts";
 import { hashPassword } from "./src/auth/password.ts";
 import {
@@ -54,8 +56,13 @@ interface Args {
   config: string;
 }
 
+/**
+ * Reads the command and `--config`. The command may stand anywhere, and a
+ * later `--config` wins over an earlier one: a compiled binary has its baked
+ * arguments first, and the operator's must still take effect.
+ */
 function parseArgs(argv: readonly string[]): Args | string {
-  let command = "serve";
+  let command: string | undefined;
   let config = "./butler.yaml";
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -65,13 +72,13 @@ function parseArgs(argv: readonly string[]): Args | string {
       config = value;
     } else if (arg.startsWith("--config=")) {
       config = arg.slice("--config=".length);
-    } else if (COMMANDS.has(arg) && i === 0) {
+    } else if (COMMANDS.has(arg) && command === undefined) {
       command = arg;
     } else {
       return `unknown argument ${JSON.stringify(arg)}`;
     }
   }
-  return { command, config };
+  return { command: command ?? "serve", config };
 }
 
 async function readStdin(): Promise<string> {
@@ -114,21 +121,9 @@ async function run(args: Args): Promise<number> {
       return 0;
     }
     case "healthcheck": {
-      const policy = await loadPolicy(args.config);
-      const scheme = policy.tls === undefined ? "http" : "https";
-      const host = policy.listen.hostname === "0.0.0.0"
-        ? "127.0.0.1"
-        : policy.listen.hostname;
-      try {
-        const response = await fetch(
-          `${scheme}://${host}:${policy.listen.port}/healthz`,
-          { signal: AbortSignal.timeout(5000) },
-        );
-        await response.body?.cancel();
-        return response.status === 200 ? 0 : 1;
-      } catch {
-        return 1;
-      }
+      const result = await probeHealth(await loadPolicy(args.config));
+      if ("error" in result) console.error(`healthcheck: ${result.error}`);
+      return "status" in result && result.status === 200 ? 0 : 1;
     }
     default: {
       const butler = await startButler({
@@ -160,6 +155,10 @@ if (import.meta.main) {
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`butler: invalid config:\n${error.message}`);
+      Deno.exit(1);
+    }
+    if (error instanceof StateFileError) {
+      console.error(`butler: ${error.message}`);
       Deno.exit(1);
     }
     if (error instanceof Deno.errors.NotCapable) {

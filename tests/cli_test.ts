@@ -106,6 +106,20 @@ Deno.test("check: a valid config prints each client's rights and exits 0", async
   assert.ok(!out.includes("abab"));
 });
 
+Deno.test("the command may follow options and a later --config wins, as a compiled binary needs", async () => {
+  const path = await writeConfig(VALID);
+  // A compiled binary puts its baked `--config` first.
+  const ran = await butler([
+    "--config",
+    "/nonexistent/baked.yaml",
+    "check",
+    "--config",
+    path,
+  ]);
+  assert.equal(ran.code, 0, ran.stderr);
+  assert.match(ran.stdout, new RegExp(`config ${path} is valid`));
+});
+
 Deno.test("check: an invalid config exits 1 naming the field path and the line", async () => {
   const path = await writeConfig(
     VALID.replace("rate_limit: 60/min", "rate_limit: 60/mn")
@@ -305,7 +319,7 @@ Deno.test("usage: --help and --version exit 0, unknown arguments exit 2", async 
       ["check", "extra"],
       ["--confg", "x.yaml"],
       ["check", "--config"],
-      ["--config", "butler.yaml", "check"],
+      ["check", "gen-key"],
     ]
   ) {
     const ran = await butler(args);
