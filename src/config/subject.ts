@@ -14,6 +14,8 @@ import {
   type IssueCollector,
 } from "./fields.ts";
 import { compilePromptPattern } from "./patterns.ts";
+import { compileModelPattern } from "../models/match.ts";
+import { ModelRefError } from "../models/resolve.ts";
 import type { CapMode, PromptPattern, SubjectPolicy } from "./policy.ts";
 import { parseRate } from "./rate.ts";
 
@@ -81,24 +83,19 @@ function readModelPatterns(
   const patterns: string[] = [];
   for (const { value, index } of fields.stringList(name)) {
     const pattern = value.trim();
-    const problem = pattern === ""
-      ? "a model pattern must not be empty"
-      : /\s/.test(pattern)
-      ? `${
-        JSON.stringify(value)
-      } is not a model pattern: it contains white space`
-      : pattern.split("@").length > 2
-      ? `${JSON.stringify(value)} is not a model pattern: more than one "@"`
-      : undefined;
-    if (problem === undefined) {
+    try {
+      // The same compiler the request path uses, so a pattern that could
+      // never match (or would refuse every request) stops startup instead.
+      compileModelPattern(pattern);
       patterns.push(pattern);
-      continue;
+    } catch (error) {
+      if (!(error instanceof ModelRefError)) throw error;
+      issues.add(
+        childPath(fields.pathOf(name), index),
+        lineOfItem(fields, name, index),
+        `${JSON.stringify(value)} is not a model pattern: ${error.message}`,
+      );
     }
-    issues.add(
-      childPath(fields.pathOf(name), index),
-      lineOfItem(fields, name, index),
-      problem,
-    );
   }
   return patterns;
 }
