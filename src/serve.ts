@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Policy } from "./config/policy.ts";
+import type { OidcSettings, Policy } from "./config/policy.ts";
 import { loadPolicy } from "./config/load.ts";
 import { ConfigError } from "./config/errors.ts";
 import {
@@ -18,10 +18,18 @@ import {
 import { RateLimiter } from "./policy/rate_limiter.ts";
 import { ConcurrencyLimiter } from "./policy/concurrency.ts";
 import { LoginThrottle } from "./auth/login_throttle.ts";
-import { OidcVerifier } from "./auth/oidc.ts";
+import { OidcVerifier, type OidcVerifierOptions } from "./auth/oidc.ts";
 import { Logger } from "./observe/log.ts";
 import { butlerMetrics, Registry } from "./observe/metrics.ts";
 import { heldPermissions, requiredPermissions } from "./permissions.ts";
+import { TokenBudgets } from "./policy/budgets.ts";
+import {
+  readUsage,
+  startUsageSaver,
+  StateFileError,
+  type UsageSaver,
+  writeUsage,
+} from "./policy/budget_store.ts";
 import { VERSION } from "./version.ts";
 
 /** A running Butler. */
@@ -32,7 +40,7 @@ export interface RunningButler {
   reload(): Promise<boolean>;
   /** Stops accepting, lets requests finish for the grace period, cancels the rest. */
   shutdown(): Promise<void>;
-  /** Resolves when the server has stopped. */
+  /** Resolves when the server has stopped and the usage is saved. */
   readonly finished: Promise<void>;
 }
 
@@ -44,13 +52,38 @@ export interface StartOptions {
   /** Install SIGHUP/SIGTERM/SIGINT handlers (the command line does). */
   readonly handleSignals?: boolean;
   readonly log?: Logger;
+  /**
+   * Timings of OIDC discovery and key fetching (tests shorten the backoff
+   * and the key refetch cooldown). Default: the verifier's own defaults.
+   */
+  readonly oidc?: OidcVerifierOptions;
+  /**
+   * How long a request body Butler reads may take to arrive before 408
+   * (tests shorten it). Default `DEFAULT_BODY_READ_TIMEOUT_MS`, 60 s.
+   */
+  readonly bodyReadTimeoutMs?: number;
 }
 
-function oidcFor(policy: Policy): OidcVerifier | undefined {
+function oidcFor(
+  policy: Policy,
+  options: OidcVerifierOptions = {},
+): OidcVerifier | undefined {
   if (policy.auth.oidc === undefined) return undefined;
-  const verifier = new OidcVerifier(policy.auth.oidc);
+  const verifier = new OidcVerifier(policy.auth.oidc, options);
   verifier.start();
   return verifier;
+}
+
+/** True when both are set and describe the same provider and claims. */
+function sameOidcSettings(
+  a: OidcSettings | undefined,
+  b: OidcSettings | undefined,
+): boolean {
+  if (a === undefined || b === undefined) return false;
+  return a.issuer.href === b.issuer.href && a.clientId === b.clientId &&
+    a.roleClaimPath.join(".") === b.roleClaimPath.join(".") &&
+    a.usernameClaim === b.usernameClaim &&
+    a.refreshIntervalMs === b.refreshIntervalMs;
 }
 
 /** Loads the config and starts serving. Throws ConfigError on a bad config. */
@@ -59,6 +92,16 @@ export async function startButler(
 ): Promise<RunningButler> {
   const log = options.log ?? new Logger();
   const policy = await loadPolicy(options.configPath);
+  // Usage survives restarts; an unreadable state file stops startup.
+  const usage = policy.stateFile === undefined
+    ? undefined
+    : await readUsage(policy.stateFile);
+  if (policy.stateFile !== undefined && usage === undefined) {
+    log.warn("no state file; every token budget starts from zero", {
+      state_file: policy.stateFile,
+    });
+  }
+  const budgets = new TokenBudgets({ timeZone: policy.budgetTimezone, usage });
 
   const registry = new Registry();
   const metrics = butlerMetrics(registry);
@@ -70,14 +113,19 @@ export async function startButler(
     log,
     metrics,
     renderMetrics: () => registry.render(),
+    budgets,
   };
-  let runtime: Runtime = createRuntime(policy, { oidc: oidcFor(policy) });
+  let runtime: Runtime = createRuntime(policy, {
+    oidc: oidcFor(policy, options.oidc),
+  });
   const shutdownController = new AbortController();
   const handler = createHandler(() => runtime, shared, {
     shutdownSignal: shutdownController.signal,
+    bodyReadTimeoutMs: options.bodyReadTimeoutMs,
   });
 
   await logPermissions(policy, log);
+  const saver = await startSavingUsage(policy, { budgets, log });
 
   const tls = policy.tls === undefined ? {} : {
     cert: await Deno.readTextFile(policy.tls.certPath),
@@ -110,10 +158,27 @@ export async function startButler(
     try {
       const next = await loadPolicy(options.configPath);
       const previous = runtime;
-      runtime = createRuntime(next, { oidc: oidcFor(next) });
-      previous.oidc?.stop();
+      // Same provider settings: keep the keys already held, so a reload
+      // while the provider is down does not lock its users out.
+      const keep = sameOidcSettings(
+        previous.policy.auth.oidc,
+        next.auth.oidc,
+      );
+      runtime = createRuntime(next, {
+        oidc: keep ? previous.oidc : oidcFor(next, options.oidc),
+      });
+      if (!keep) previous.oidc?.stop();
       metrics.configReloads.inc({ result: "success" });
       log.info("config reloaded", { clients: next.clients.length });
+      if (
+        next.stateFile !== policy.stateFile ||
+        next.budgetTimezone !== policy.budgetTimezone
+      ) {
+        log.warn("state_file and budget_timezone change at restart only", {
+          state_file: policy.stateFile,
+          budget_timezone: policy.budgetTimezone,
+        });
+      }
       return true;
     } catch (error) {
       metrics.configReloads.inc({ result: "failure" });
@@ -143,6 +208,8 @@ export async function startButler(
       clearTimeout(timer);
       await server.finished;
       runtime.oidc?.stop();
+      saver?.stop();
+      await saver?.flush({ always: true });
       log.info("stopped", {});
     })();
     return stopping;
@@ -155,7 +222,46 @@ export async function startButler(
     Deno.addSignalListener("SIGINT", stop);
   }
 
-  return { addr, reload, shutdown, finished: server.finished };
+  // Finished means stopped for good: the usage is saved too.
+  const finished = server.finished.then(() => stopping);
+  return { addr, reload, shutdown, finished };
+}
+
+/**
+ * Writes the state file once (creating it on a first run), so a directory
+ * Butler cannot write to stops startup instead of losing usage later, then
+ * keeps it current every 5 s.
+ */
+async function startSavingUsage(
+  policy: Policy,
+  options: { budgets: TokenBudgets; log: Logger },
+): Promise<UsageSaver | undefined> {
+  const path = policy.stateFile;
+  if (path === undefined) return undefined;
+  const { budgets, log } = options;
+  try {
+    await writeUsage(path, {
+      usage: budgets.snapshot(),
+      timeZone: budgets.timeZone,
+    });
+  } catch (error) {
+    throw new StateFileError(
+      path,
+      `cannot be written (${error instanceof Error ? error.message : error})`,
+    );
+  }
+  log.info("token usage state", {
+    state_file: path,
+    subjects: Object.keys(budgets.snapshot()).length,
+  });
+  return startUsageSaver(budgets, {
+    path,
+    onError: (error) =>
+      log.error("token usage not saved; retrying", {
+        state_file: path,
+        error: error instanceof Error ? error.message : String(error),
+      }),
+  });
 }
 
 async function logPermissions(policy: Policy, log: Logger) {

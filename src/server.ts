@@ -8,13 +8,19 @@
  */
 
 import type { Policy } from "./config/policy.ts";
-import { isRefusal, type Refusal } from "./errors/refusal.ts";
+import { isRefusal, type Refusal, refuse } from "./errors/refusal.ts";
 import { renderRefusal } from "./errors/render.ts";
 import { matchRoute, type RouteMatch } from "./routes/table.ts";
+import {
+  answerPreflight,
+  isPreflight,
+  withCorsHeaders,
+} from "./routes/cors.ts";
 import { ApiKeyIndex } from "./auth/api_keys.ts";
 import { authenticate } from "./auth/authenticate.ts";
 import type { Identity } from "./auth/identity.ts";
 import type { OidcVerifier } from "./auth/oidc.ts";
+import { decodeJwt } from "jose";
 import { handleLogin } from "./auth/login.ts";
 import { LoginThrottle } from "./auth/login_throttle.ts";
 import {
@@ -22,11 +28,17 @@ import {
   limitStream,
   readRequest,
 } from "./request/read_request.ts";
-import { serializeJson } from "./request/go_json.ts";
+import { type JsonNode, serializeJson } from "./request/go_json.ts";
+import { promptTexts } from "./policy/prompt_texts.ts";
 import { decide, type Decision, modelAllowedForAll } from "./policy/decide.ts";
 import { RateLimiter } from "./policy/rate_limiter.ts";
 import { rateLimitHeaders } from "./policy/rate_headers.ts";
 import { ConcurrencyLimiter } from "./policy/concurrency.ts";
+import {
+  budgetChecksFor,
+  type BudgetReservation,
+  type TokenBudgets,
+} from "./policy/budgets.ts";
 import { minDefinedLimit } from "./policy/limits.ts";
 import { fetchUpstream } from "./forward/upstream.ts";
 import {
@@ -34,11 +46,18 @@ import {
   isStreamingContentType,
   upstreamRequestHeaders,
 } from "./forward/headers.ts";
+import { compactReads } from "./forward/compact_reads.ts";
 import { filterListing } from "./forward/list_filter.ts";
 import { type BodyEnd, observeBody } from "./forward/observe_body.ts";
-import { type TokenCounts, tokenTap } from "./forward/token_tap.ts";
+import { streamErrorEnding } from "./forward/stream_error.ts";
+import {
+  countTokensInBody,
+  type TokenCounts,
+  tokenTap,
+} from "./forward/token_tap.ts";
 import { streamCap } from "./forward/stream_cap.ts";
 import { tapDialectFor } from "./forward/tap_dialect.ts";
+import { usageStrip } from "./forward/usage_strip.ts";
 import type { Logger } from "./observe/log.ts";
 import type { ButlerMetrics } from "./observe/metrics.ts";
 import { healthResponse, upstreamReachable } from "./observe/health.ts";
@@ -58,6 +77,8 @@ export interface Shared {
   readonly log: Logger;
   readonly metrics: ButlerMetrics;
   readonly renderMetrics: () => string;
+  /** Daily token budgets, by subject key. */
+  readonly budgets: TokenBudgets;
 }
 
 /** Builds the per-policy part of the runtime. */
@@ -73,6 +94,19 @@ const NOT_FOUND = () =>
     status: 404,
     headers: { "content-type": "text/plain; charset=utf-8" },
   });
+
+/**
+ * Non-streamed answers up to this size (by their `content-length`) are read
+ * whole before being sent on; larger ones stream through.
+ */
+const BUFFERED_ANSWER_BYTES = 256 * 1024;
+
+/**
+ * How long a request body Butler reads to decide on may take to arrive
+ * before the request is answered 408 (bodies streamed through unread, such
+ * as blob uploads, have no deadline).
+ */
+export const DEFAULT_BODY_READ_TIMEOUT_MS = 60_000;
 
 /** Per-request facts gathered along the way, for the log line. */
 interface Trace {
@@ -90,9 +124,15 @@ interface Trace {
 export function createHandler(
   current: () => Runtime,
   shared: Shared,
-  options: { shutdownSignal?: AbortSignal } = {},
+  options: { shutdownSignal?: AbortSignal; bodyReadTimeoutMs?: number } = {},
 ): (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> {
   const shutdownSignal = options.shutdownSignal ?? new AbortController().signal;
+  const bodyReadTimeoutMs = options.bodyReadTimeoutMs ??
+    DEFAULT_BODY_READ_TIMEOUT_MS;
+  const exchanges = new Set<AbortController>();
+  shutdownSignal.addEventListener("abort", () => {
+    for (const exchange of exchanges) exchange.abort(shutdownSignal.reason);
+  }, { once: true });
   return async function handle(request, info) {
     const runtime = current();
     const trace: Trace = { start: performance.now(), route: "-", bytesIn: 0 };
@@ -102,16 +142,26 @@ export function createHandler(
         shared,
         trace,
         shutdownSignal,
+        exchanges,
+        bodyReadTimeoutMs,
       });
-      return response;
+      return withCorsHeaders(
+        request,
+        response,
+        runtime.policy.corsAllowOrigins,
+      );
     } catch (error) {
       shared.log.error("internal error", {
         route: trace.route,
         error: error instanceof Error ? error.message : String(error),
       });
-      return renderRefusal(
-        { status: 500, reason: "internal_error", message: "internal error" },
-        "native",
+      return withCorsHeaders(
+        request,
+        renderRefusal(
+          { status: 500, reason: "internal_error", message: "internal error" },
+          "native",
+        ),
+        runtime.policy.corsAllowOrigins,
       );
     }
   };
@@ -123,6 +173,10 @@ interface Context {
   readonly trace: Trace;
   /** Aborts every upstream request when the shutdown grace period ends. */
   readonly shutdownSignal: AbortSignal;
+  /** Exchanges with the upstream in progress, aborted at that moment. */
+  readonly exchanges: Set<AbortController>;
+  /** How long a request body Butler reads may take to arrive. */
+  readonly bodyReadTimeoutMs: number;
 }
 
 async function handleRequest(
@@ -133,7 +187,26 @@ async function handleRequest(
   const { runtime, shared, trace } = context;
   const { policy } = runtime;
 
-  // 1. Route: Butler's own routes, then the Ollama table, byte for byte.
+  // 1. Route: a CORS preflight is answered here, before authentication (it
+  // carries no credentials) and never forwarded; then Butler's own routes,
+  // then the Ollama table, byte for byte.
+  if (isPreflight(request)) {
+    const answer = answerPreflight(request, policy.corsAllowOrigins);
+    if (!isRefusal(answer)) return answer;
+    shared.log.warn("refused", {
+      reason: answer.reason,
+      status: answer.status,
+      method: request.method,
+      ...answer.detail,
+    });
+    shared.metrics.refusals.inc({
+      client: "-",
+      user: "-",
+      auth: "-",
+      reason: answer.reason,
+    });
+    return renderRefusal(answer, "native");
+  }
   const own = await ownRoute(request, info, context);
   if (own !== undefined) return own;
   const match = matchRoute(request.method, request.url);
@@ -143,7 +216,12 @@ async function handleRequest(
       status: 404,
       method: request.method,
     });
-    shared.metrics.refusals.inc({ client: "-", reason: "unknown_route" });
+    shared.metrics.refusals.inc({
+      client: "-",
+      user: "-",
+      auth: "-",
+      reason: "unknown_route",
+    });
     return NOT_FOUND();
   }
   const { route } = match;
@@ -201,17 +279,42 @@ async function handleRequest(
       context,
     );
   }
+  // A client trickling its body gets 408 at the deadline instead of holding
+  // its connection and buffer for as long as it likes.
+  const bodyDeadline = new AbortController();
+  const bodyTimer = setTimeout(
+    () => bodyDeadline.abort(),
+    context.bodyReadTimeoutMs,
+  );
   const read = await readRequest(request, {
     match,
     limit: limit ?? DEFAULT_BODY_LIMIT,
-  });
+    signal: bodyDeadline.signal,
+  }).finally(() => clearTimeout(bodyTimer));
   if (isRefusal(read)) return refused(read, match, context);
   trace.bytesIn = read.bytesIn;
 
-  // 5. Decide.
-  const decision = decide(read, identity);
+  // 5. Decide, within what is left of the day's token budgets. The budget
+  // is reserved in the same synchronous step as it is checked, so requests
+  // in flight together cannot overspend it.
+  const budgetChecks = route.kind === "generate"
+    ? budgetChecksFor(identity.subjects)
+    : [];
+  const grant = shared.budgets.admit(budgetChecks);
+  const decision = decide(read, identity, {
+    budgetRemaining: isRefusal(grant) ? undefined : grant.remaining,
+  });
+  // A request the policy refuses is told so, whatever its budget.
   if (isRefusal(decision)) return refused(decision, match, context);
+  if (isRefusal(grant)) return refused(grant, match, context);
+  const reservation = shared.budgets.reserve(
+    budgetChecks,
+    decision.budgetReservation ?? 0,
+  );
   trace.model = decision.models[0]?.display;
+  if (policy.logPrompts && read.body !== undefined) {
+    logPrompts(read.body, { context, route: route.pattern });
+  }
 
   // 6. Concurrency: the slot is taken before forwarding.
   const concurrencyChecks = [
@@ -226,6 +329,7 @@ async function handleRequest(
   ];
   const release = shared.concurrency.tryAcquire(concurrencyChecks);
   if (release === undefined) {
+    reservation.settle(0);
     return refused(
       {
         status: 429,
@@ -238,7 +342,19 @@ async function handleRequest(
     );
   }
 
-  // 7. Forward, and stream the answer back.
+  // 7. Forward, and stream the answer back. The exchange ends when the
+  // client hangs up or the shutdown grace period ends, whichever is first.
+  const exchange = new AbortController();
+  context.exchanges.add(exchange);
+  request.signal.addEventListener(
+    "abort",
+    () => exchange.abort(request.signal.reason),
+    { once: true },
+  );
+  const endExchange = () => {
+    release();
+    context.exchanges.delete(exchange);
+  };
   try {
     return await forward(request, {
       context,
@@ -247,12 +363,34 @@ async function handleRequest(
       decision,
       forwardBytes: read.forwardBytes,
       rateHeaders,
-      release,
-      limit: limit ?? DEFAULT_BODY_LIMIT,
+      release: endExchange,
+      signal: exchange.signal,
+      reservation,
+      limit,
     });
   } catch (error) {
-    release();
+    endExchange();
+    reservation.settle(0);
     throw error;
+  }
+}
+
+/** With `log_prompts: true`, the texts a request sends to the model. */
+function logPrompts(
+  body: JsonNode,
+  options: { context: Context; route: string },
+): void {
+  const { trace, shared } = options.context;
+  try {
+    shared.log.info("prompts", {
+      client: trace.identity?.client?.name,
+      user: trace.identity?.user,
+      model: trace.model,
+      route: options.route,
+      prompts: promptTexts(options.route, body),
+    });
+  } catch {
+    // The decide step already read these texts; nothing new can fail here.
   }
 }
 
@@ -290,13 +428,53 @@ async function ownRoute(
     const address = info.remoteAddr.transport === "tcp"
       ? info.remoteAddr.hostname
       : "local";
-    return await handleLogin(request, {
+    const response = await handleLogin(request, {
       policy: runtime.policy,
       throttle: shared.throttle,
       clientAddress: address,
     });
+    await logLogin(response, { shared, address });
+    return response;
   }
   return undefined;
+}
+
+const LOGIN_REFUSAL_REASONS: Readonly<Record<number, string>> = {
+  400: "bad_login_body",
+  401: "invalid_credentials",
+  404: "unknown_route",
+  413: "body_too_large",
+  429: "login_throttled",
+};
+
+/**
+ * One line per login attempt. The username is logged only once the password
+ * matched: a failed attempt's username may be a password typed in the
+ * wrong field.
+ */
+async function logLogin(
+  response: Response,
+  options: { shared: Shared; address: string },
+): Promise<void> {
+  const { shared, address } = options;
+  if (response.status === 200) {
+    const { token } = await response.clone().json();
+    shared.log.info("login", {
+      route: "/auth/login",
+      status: 200,
+      user: decodeJwt(token).sub,
+      auth: "jwt",
+    });
+    return;
+  }
+  const reason = LOGIN_REFUSAL_REASONS[response.status] ?? "login_failed";
+  shared.log.warn("refused", {
+    reason,
+    status: response.status,
+    route: "/auth/login",
+    address,
+  });
+  shared.metrics.refusals.inc({ client: "-", user: "-", auth: "-", reason });
 }
 
 /** Account and internet routes pass only when the config enables them. */
@@ -336,7 +514,12 @@ function refused(
     model: trace.model,
     ...refusal.detail,
   });
-  shared.metrics.refusals.inc({ client, reason: refusal.reason });
+  shared.metrics.refusals.inc({
+    client,
+    user: trace.identity?.user ?? "-",
+    auth: trace.identity?.auth ?? "-",
+    reason: refusal.reason,
+  });
   return renderRefusal(refusal, match.route.dialect);
 }
 
@@ -348,8 +531,15 @@ interface ForwardInput {
   readonly forwardBytes: Uint8Array | null;
   readonly rateHeaders: Record<string, string>;
   readonly release: () => void;
-  /** Body limit for bodies streamed through unread. */
-  readonly limit: number;
+  /** Aborted when the client hangs up or the shutdown grace period ends. */
+  readonly signal: AbortSignal;
+  /** Settled to the generated count when the answer ends. */
+  readonly reservation: BudgetReservation;
+  /**
+   * The policies' `max_request_bytes` for bodies streamed through unread
+   * (model blobs); undefined: no limit, since blobs are model-sized.
+   */
+  readonly limit: number | undefined;
 }
 
 async function forward(
@@ -374,19 +564,21 @@ async function forward(
       user: identity.user,
     }),
     body,
-    clientSignal: AbortSignal.any([request.signal, context.shutdownSignal]),
+    clientSignal: input.signal,
   }, {
     upstream: runtime.policy.upstream,
     timeoutMs: runtime.policy.upstreamTimeoutMs,
   });
   if (isRefusal(upstream)) {
     release();
+    input.reservation.settle(0);
     shared.metrics.upstreamUp.set(
       {},
       upstream.reason === "upstream_unavailable" ? 0 : 1,
     );
     return refused(upstream, match, context);
   }
+  shared.metrics.upstreamUp.set({}, 1);
   const ttfb = (performance.now() - trace.start) / 1000;
   shared.metrics.timeToFirstByte.observe({ route: route.label }, ttfb);
   shared.metrics.inFlightRequests.inc({ client: clientName });
@@ -400,12 +592,22 @@ async function forward(
   const streaming = isStreamingContentType(contentType);
   if (streaming) shared.metrics.inFlightStreams.inc({ client: clientName });
   let tokens: TokenCounts | undefined;
+  // The tap reports once the whole pipe has stopped: after a client hang-up
+  // that is a little later than the body's end, and accounting waits for it.
+  let countsArrived = () => {};
+  const tapDone = new Promise<void>((resolve) => countsArrived = resolve);
   let stream: ReadableStream<Uint8Array> | null = upstream.body;
   let changed = false;
   const tap = route.kind === "generate"
     ? tapDialectFor(route.pattern)
     : undefined;
-  if (stream !== null && tap !== undefined) {
+  // A small answer that is not a stream is read whole and sent as bytes:
+  // no stream layers, and Deno writes it with its content length at once.
+  const buffered = !streaming && stream !== null &&
+    Number(upstream.headers.get("content-length") ?? NaN) <=
+      BUFFERED_ANSWER_BYTES;
+  if (stream !== null && !buffered) stream = compactReads(stream);
+  if (stream !== null && tap !== undefined && !buffered) {
     const format = !streaming
       ? "json" as const
       : contentType!.includes("ndjson")
@@ -414,8 +616,17 @@ async function forward(
     stream = stream.pipeThrough(tokenTap({
       format,
       dialect: tap,
-      onDone: (counts) => tokens = counts,
+      onDone: (counts) => {
+        tokens = counts;
+        countsArrived();
+      },
     }));
+    // Usage Butler asked for on the client's behalf: the tap above has
+    // read it; the client gets the stream it would have had without Butler.
+    if (format === "sse" && decision.stripUsage) {
+      changed = true;
+      stream = stream.pipeThrough(usageStrip());
+    }
     // Some Ollama versions ignore the cap on OpenAI routes: end the stream
     // the way the dialect ends a length-limited answer.
     if (format !== "json" && decision.generationCap !== undefined) {
@@ -432,15 +643,22 @@ async function forward(
           }),
       }));
     }
+  } else {
+    countsArrived();
   }
 
   const finish = (end: BodyEnd, bytesOut: number) => {
     release();
+    if (end === "upstream_error") {
+      shared.metrics.upstreamBroken.inc({ route: route.label });
+    }
     shared.metrics.inFlightRequests.dec({ client: clientName });
     if (streaming) shared.metrics.inFlightStreams.dec({ client: clientName });
     const duration = performance.now() - trace.start;
     shared.metrics.requests.inc({
       client: clientName,
+      user: identity.user ?? "-",
+      auth: identity.auth,
       model: trace.model ?? "-",
       route: route.label,
       status: String(upstream.status),
@@ -449,34 +667,41 @@ async function forward(
       { route: route.label },
       duration / 1000,
     );
-    if (tokens?.prompt !== undefined) {
-      shared.metrics.tokens.inc({
-        client: clientName,
-        model: trace.model ?? "-",
-        kind: "prompt",
-      }, tokens.prompt);
-    }
-    const generated = tokens?.generated ?? tokens?.contentChunks;
-    if (generated) {
-      shared.metrics.tokens.inc({
-        client: clientName,
-        model: trace.model ?? "-",
-        kind: "generated",
-      }, generated);
-    }
-    shared.log.info("response", {
-      client: identity.client?.name,
-      user: identity.user,
-      auth: identity.auth,
-      model: trace.model,
-      route: route.label,
-      status: upstream.status,
-      duration_ms: Math.round(duration),
-      bytes_in: trace.bytesIn,
-      bytes_out: bytesOut,
-      end,
-      prompt_tokens: tokens?.prompt,
-      generated_tokens: generated,
+    void tapDone.then(() => {
+      if (tokens?.prompt !== undefined) {
+        shared.metrics.tokens.inc({
+          client: clientName,
+          user: identity.user ?? "-",
+          auth: identity.auth,
+          model: trace.model ?? "-",
+          kind: "prompt",
+        }, tokens.prompt);
+      }
+      const generated = tokens?.generated ?? tokens?.contentChunks;
+      input.reservation.settle(generated ?? 0);
+      if (generated) {
+        shared.metrics.tokens.inc({
+          client: clientName,
+          user: identity.user ?? "-",
+          auth: identity.auth,
+          model: trace.model ?? "-",
+          kind: "generated",
+        }, generated);
+      }
+      shared.log.info("response", {
+        client: identity.client?.name,
+        user: identity.user,
+        auth: identity.auth,
+        model: trace.model,
+        route: route.label,
+        status: upstream.status,
+        duration_ms: Math.round(duration),
+        bytes_in: trace.bytesIn,
+        bytes_out: bytesOut,
+        end,
+        prompt_tokens: tokens?.prompt,
+        generated_tokens: generated,
+      });
     });
   };
 
@@ -491,10 +716,40 @@ async function forward(
     finish("complete", 0);
     return new Response(null, { status: upstream.status, headers });
   }
-  return new Response(observeBody(stream, finish), {
-    status: upstream.status,
-    headers,
-  });
+  if (buffered) {
+    let bytes: Uint8Array<ArrayBuffer>;
+    try {
+      bytes = await upstream.bytes();
+    } catch {
+      finish("upstream_error", 0);
+      return renderRefusal(
+        refuse(502, "upstream_error", "upstream broke off its answer"),
+        route.dialect,
+      );
+    }
+    if (tap !== undefined) tokens = countTokensInBody(bytes, tap);
+    finish("complete", bytes.byteLength);
+    return new Response(bytes, { status: upstream.status, headers });
+  }
+  // A stream the upstream breaks off ends with an error in its dialect.
+  const framing = !streaming
+    ? undefined
+    : contentType!.includes("ndjson")
+    ? "ndjson" as const
+    : "sse" as const;
+  const errorEnding = framing === undefined
+    ? undefined
+    : (tail: Uint8Array) =>
+      streamErrorEnding(tail, {
+        dialect: route.dialect,
+        format: framing,
+        routePattern: route.pattern,
+        message: "the upstream Ollama server broke off the answer",
+      });
+  return new Response(
+    observeBody(stream, { onEnd: finish, errorEnding }),
+    { status: upstream.status, headers },
+  );
 }
 
 async function filteredListing(
@@ -545,6 +800,8 @@ async function filteredListing(
     });
     context.shared.metrics.requests.inc({
       client: clientName,
+      user: identity.user ?? "-",
+      auth: identity.auth,
       model: "-",
       route: match.route.label,
       status: String(upstream.status),
@@ -557,7 +814,11 @@ async function filteredListing(
 }
 
 /** The client's body for routes Butler does not read, bounded. */
-function streamedBody(request: Request, limit: number): BodyInit | null {
+function streamedBody(
+  request: Request,
+  limit: number | undefined,
+): BodyInit | null {
   if (request.method === "GET" || request.method === "HEAD") return null;
-  return request.body === null ? null : limitStream(request.body, limit);
+  if (request.body === null || limit === undefined) return request.body;
+  return limitStream(request.body, limit);
 }

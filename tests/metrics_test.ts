@@ -323,11 +323,24 @@ Deno.test("butlerMetrics registers every Butler metric with its labels", () => {
 
   const families = parseExposition(registry.render());
   const expected: Record<string, [string, string[]]> = {
-    butler_requests_total: ["counter", ["client", "model", "route", "status"]],
-    butler_refusals_total: ["counter", ["client", "reason"]],
+    butler_requests_total: ["counter", [
+      "client",
+      "user",
+      "auth",
+      "model",
+      "route",
+      "status",
+    ]],
+    butler_refusals_total: ["counter", ["client", "user", "auth", "reason"]],
     butler_request_duration_seconds: ["histogram", ["route", "le"]],
     butler_time_to_first_byte_seconds: ["histogram", ["route", "le"]],
-    butler_tokens_total: ["counter", ["client", "model", "kind"]],
+    butler_tokens_total: ["counter", [
+      "client",
+      "user",
+      "auth",
+      "model",
+      "kind",
+    ]],
     butler_in_flight_requests: ["gauge", ["client"]],
     butler_in_flight_streams: ["gauge", ["client"]],
     butler_upstream_up: ["gauge", []],

@@ -126,6 +126,25 @@ export function tokenTap(
   });
 }
 
+/**
+ * Reads the token counts of a whole non-streamed body already in memory:
+ * what {@linkcode tokenTap} reports for it with `format: "json"`.
+ */
+export function countTokensInBody(
+  bytes: Uint8Array,
+  dialect: TapDialect,
+): TokenCounts {
+  const counts: TokenCounts = { contentChunks: 0, complete: false };
+  const reader = new JsonBodyReader(dialect, counts, DEFAULT_MAX_PARSE_BYTES);
+  try {
+    reader.push(bytes);
+    reader.end();
+  } catch {
+    // A malformed body is the client's to see; it just carries no counts.
+  }
+  return counts;
+}
+
 /** Counts what one streamed (NDJSON or SSE) body carries. */
 class EventCounter {
   readonly #dialect: TapDialect;

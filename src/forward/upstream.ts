@@ -31,14 +31,24 @@ export async function fetchUpstream(
   options: { upstream: URL; timeoutMs: number },
 ): Promise<Response | Refusal> {
   const url = new URL(request.target, options.upstream);
-  const headersTimeout = new AbortController();
-  const timer = setTimeout(
-    () => headersTimeout.abort(new DOMException("timeout", "TimeoutError")),
-    options.timeoutMs,
+  // One controller for the whole exchange. The client's signal stays
+  // attached through the body, so a client hanging up mid-stream cancels
+  // the generation upstream. (A listener, not `AbortSignal.any`: that cost
+  // more than the rest of forwarding a small request, measured in bench/.)
+  const exchange = new AbortController();
+  const { clientSignal } = request;
+  if (clientSignal.aborted) exchange.abort(clientSignal.reason);
+  clientSignal.addEventListener(
+    "abort",
+    () => exchange.abort(clientSignal.reason),
+    { once: true },
   );
-  // The client's signal stays attached for the whole exchange, so a client
-  // hanging up mid-stream cancels the generation upstream.
-  const signal = AbortSignal.any([request.clientSignal, headersTimeout.signal]);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    exchange.abort(new DOMException("timeout", "TimeoutError"));
+  }, options.timeoutMs);
+  const signal = exchange.signal;
 
   try {
     return await fetch(url, {
@@ -49,7 +59,7 @@ export async function fetchUpstream(
       redirect: "manual",
     });
   } catch (error) {
-    if (headersTimeout.signal.aborted) {
+    if (timedOut) {
       return refuse(
         504,
         "upstream_timeout",

@@ -342,15 +342,18 @@ export class Registry {
 
 /** Butler's metrics, each named `butler_…`. */
 export interface ButlerMetrics {
-  /** `butler_requests_total{client,model,route,status}` */
+  /** `butler_requests_total{client,user,auth,model,route,status}` */
   readonly requests: Counter;
-  /** `butler_refusals_total{client,reason}` */
+  /** `butler_refusals_total{client,user,auth,reason}` */
   readonly refusals: Counter;
   /** `butler_request_duration_seconds{route}`: until the last byte. */
   readonly requestDuration: Histogram;
   /** `butler_time_to_first_byte_seconds{route}` */
   readonly timeToFirstByte: Histogram;
-  /** `butler_tokens_total{client,model,kind}`, kind `prompt` or `generated`. */
+  /**
+   * `butler_tokens_total{client,user,auth,model,kind}`, kind `prompt` or
+   * `generated`.
+   */
   readonly tokens: Counter;
   /** `butler_in_flight_requests{client}` */
   readonly inFlightRequests: Gauge;
@@ -358,6 +361,8 @@ export interface ButlerMetrics {
   readonly inFlightStreams: Gauge;
   /** `butler_upstream_up`: 1 when Ollama answered the last probe, else 0. */
   readonly upstreamUp: Gauge;
+  /** `butler_upstream_broken_total{route}`: answers broken off mid-body. */
+  readonly upstreamBroken: Counter;
   /** `butler_config_reloads_total{result}`, result `success` or `failure`. */
   readonly configReloads: Counter;
   /** `butler_build_info{version,deno}`: set to 1 by the caller at start. */
@@ -401,13 +406,16 @@ export function butlerMetrics(registry: Registry): ButlerMetrics {
   return {
     requests: registry.counter(
       "butler_requests_total",
-      "Requests answered, by client, resolved model, route and HTTP status.",
-      ["client", "model", "route", "status"],
+      "Requests answered, by client, user, how the caller authenticated " +
+        "(api_key, jwt, oidc), resolved model, route and HTTP status.",
+      ["client", "user", "auth", "model", "route", "status"],
     ),
     refusals: registry.counter(
       "butler_refusals_total",
-      "Requests refused by Butler, by client and reason code.",
-      ["client", "reason"],
+      "Requests refused by Butler, by client, user, how the caller " +
+        "authenticated and reason code (user and auth are - before " +
+        "authentication succeeds).",
+      ["client", "user", "auth", "reason"],
     ),
     requestDuration: registry.histogram(
       "butler_request_duration_seconds",
@@ -424,8 +432,9 @@ export function butlerMetrics(registry: Registry): ButlerMetrics {
     tokens: registry.counter(
       "butler_tokens_total",
       "Tokens reported by Ollama (or counted from streamed chunks when the " +
-        "client left early), by client, model and kind (prompt, generated).",
-      ["client", "model", "kind"],
+        "client left early), by client, user, auth, model and kind " +
+        "(prompt, generated).",
+      ["client", "user", "auth", "model", "kind"],
     ),
     inFlightRequests: registry.gauge(
       "butler_in_flight_requests",
@@ -441,6 +450,12 @@ export function butlerMetrics(registry: Registry): ButlerMetrics {
       "butler_upstream_up",
       "1 when the upstream Ollama server is reachable, 0 when it is not.",
       [],
+    ),
+    upstreamBroken: registry.counter(
+      "butler_upstream_broken_total",
+      "Answers the upstream broke off after its headers (connection lost " +
+        "mid-body), by route.",
+      ["route"],
     ),
     configReloads: registry.counter(
       "butler_config_reloads_total",

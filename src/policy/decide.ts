@@ -33,6 +33,8 @@ import { applyCaps } from "./caps.ts";
 import { applyKeepAlive } from "./keep_alive.ts";
 import { checkPrompts } from "./prompt_filter.ts";
 import { minDefinedLimit } from "./limits.ts";
+import { applyBudgetCap } from "./budget_cap.ts";
+import { requestStreamUsage } from "../forward/usage_request.ts";
 
 /** What the forward step needs from the decision. */
 export interface Decision {
@@ -44,6 +46,26 @@ export interface Decision {
   readonly stream: boolean;
   /** Generation cap in force, for the stream guard; undefined: none. */
   readonly generationCap?: number;
+  /**
+   * Tokens to reserve from the request's budgets: the generation limit the
+   * forwarded body carries. Set only when a budget applied.
+   */
+  readonly budgetReservation?: number;
+  /**
+   * Butler asked Ollama for stream usage the client did not ask for; the
+   * usage must be removed from the stream (`usage_strip.ts`).
+   */
+  readonly stripUsage?: boolean;
+}
+
+/** Options of {@linkcode decide}. */
+export interface DecideOptions {
+  /**
+   * Tokens left of the request's daily budgets (the smallest remainder);
+   * undefined: no budget applies. Lowers the generation cap of generating
+   * routes, always by clamping.
+   */
+  budgetRemaining?: number;
 }
 
 /** The request as read by the body step. */
@@ -53,6 +75,8 @@ export interface ReadRequest {
   readonly body?: JsonNode;
   /** Model named by a multipart form (transcriptions). */
   readonly formModel?: string;
+  /** Form fields that reach the model's prompt (transcription `prompt`). */
+  readonly formTexts?: readonly string[];
 }
 
 const compiledPatterns = new WeakMap<
@@ -90,9 +114,10 @@ export function modelAllowedForAll(
 export function decide(
   request: ReadRequest,
   identity: Identity,
+  options: DecideOptions = {},
 ): Decision | Refusal {
   try {
-    return decideOrThrow(request, identity);
+    return decideOrThrow(request, identity, options);
   } catch (error) {
     if (error instanceof FieldConflictError) {
       return refuse(400, "conflicting_fields", error.message);
@@ -110,6 +135,7 @@ export function decide(
 function decideOrThrow(
   request: ReadRequest,
   identity: Identity,
+  options: DecideOptions,
 ): Decision | Refusal {
   const { route } = request.match;
   const policies = identity.subjects.map((subject) => subject.policy);
@@ -158,6 +184,12 @@ function decideOrThrow(
 
   const body = request.body;
   if (body === undefined) {
+    const prompt = checkPrompts(undefined, {
+      route: route.pattern,
+      policies,
+      formTexts: request.formTexts,
+    });
+    if (prompt !== undefined) return prompt;
     return { models, stream: false };
   }
   let rewritten: JsonNode | undefined;
@@ -175,6 +207,21 @@ function decideOrThrow(
     }
     if (caps.kind === "rewritten") rewritten = caps.body;
     generationCap = limits.maxPredict;
+  }
+
+  // 4b. The day's token budget: generation stops at what is left of it.
+  let budgetReservation: number | undefined;
+  if (
+    route.capField !== undefined && route.kind === "generate" &&
+    options.budgetRemaining !== undefined
+  ) {
+    const budget = applyBudgetCap(current(), {
+      capField: route.capField,
+      remaining: options.budgetRemaining,
+    });
+    if (budget.body !== undefined) rewritten = budget.body;
+    budgetReservation = budget.limit;
+    generationCap = budget.limit;
   }
 
   // 5. How long the model stays loaded.
@@ -205,8 +252,19 @@ function decideOrThrow(
   const prompt = checkPrompts(body, { route: route.pattern, policies });
   if (prompt !== undefined) return prompt;
 
+  // 7. Usage on OpenAI-style streams, for the token accounting.
   const stream = getBool(body, "stream") ?? route.streamsByDefault;
-  return { models, rewrittenBody: rewritten, stream, generationCap };
+  const usage = requestStreamUsage(current(), { route: route.pattern, stream });
+  if (usage.kind === "rewritten") rewritten = usage.body;
+
+  return {
+    models,
+    rewrittenBody: rewritten,
+    stream,
+    generationCap,
+    budgetReservation,
+    stripUsage: usage.kind === "rewritten",
+  };
 }
 
 function modelFieldText(

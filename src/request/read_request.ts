@@ -31,9 +31,14 @@ export interface ReadResult extends ReadRequest {
 /** Reads and parses the body of `request` for the matched route. */
 export async function readRequest(
   request: Request,
-  options: { match: RouteMatch; limit: number },
+  options: {
+    match: RouteMatch;
+    limit: number;
+    /** Aborting it stops the read with 408 (the body read deadline). */
+    signal?: AbortSignal;
+  },
 ): Promise<ReadResult | Refusal> {
-  const { match, limit } = options;
+  const { match, limit, signal } = options;
   const { route } = match;
   if (!route.readsBody || request.body === null) {
     return { match, forwardBytes: null, bytesIn: 0 };
@@ -43,6 +48,7 @@ export async function readRequest(
     const { raw, decoded } = await readBodyBounded(request, {
       limit,
       acceptsZstd: route.acceptsZstd,
+      signal,
     });
 
     if (route.kind === "transcribe") {

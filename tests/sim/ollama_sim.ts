@@ -137,6 +137,11 @@ export interface SimOptions {
   failMidStreamAfter?: number;
   /** Extra allowed browser origins, as `OLLAMA_ORIGINS` would add. */
   origins?: string[];
+  /**
+   * Generate past `max_tokens` on `/v1/chat/completions`, `/v1/completions`
+   * and `/v1/messages`, as some Ollama versions did (default false).
+   */
+  ignoreMaxTokens?: boolean;
 }
 
 /** A running simulator. */
@@ -945,7 +950,9 @@ function v1Inference(
       stream: acted.stream,
       gen: generation(state, {
         model: modelName,
-        cap,
+        cap: state.options.ignoreMaxTokens && name !== "v1_responses"
+          ? undefined
+          : cap,
         texts: acted.texts,
         includeUsage: streamOptions.include_usage === true,
       }),
@@ -1851,6 +1858,7 @@ export async function startOllamaSim(
       version: options.version ?? "0.13.0",
       failMidStreamAfter: options.failMidStreamAfter,
       origins: [...(options.origins ?? [])],
+      ignoreMaxTokens: options.ignoreMaxTokens ?? false,
     },
     blobs: new Set(),
     closing: new AbortController(),
