@@ -22,6 +22,7 @@ RUN deno compile \
       --allow-read=/etc/butler/butler.yaml,/var/lib/butler \
       --allow-write=/var/lib/butler \
       --allow-env=BUTLER_KEY,LOG_STREAM,LOG_TOKENS \
+      --no-prompt \
       --unstable-no-legacy-abort \
       --output /out/butler main.ts \
  && mkdir -p /out/state

@@ -13,7 +13,11 @@ import type { Policy } from "./config/policy.ts";
 export const LIBRARY_ENV_VARS = ["LOG_STREAM", "LOG_TOKENS"] as const;
 
 /** Runtime flags that are not permissions but change request handling. */
-export const RUNTIME_FLAGS = ["--unstable-no-legacy-abort"] as const;
+export const RUNTIME_FLAGS = [
+  // A permission Butler does not hold must fail, never ask at a terminal.
+  "--no-prompt",
+  "--unstable-no-legacy-abort",
+] as const;
 
 /** What a config needs, as lists. */
 export interface PermissionSet {

@@ -213,7 +213,7 @@ clients:
   const flags = "--allow-net=0.0.0.0:9000,127.0.0.1:11500 " +
     `--allow-read=${path} ` +
     "--allow-env=CLI_KEY_A,CLI_KEY_B,LOG_STREAM,LOG_TOKENS " +
-    "--unstable-no-legacy-abort";
+    "--no-prompt --unstable-no-legacy-abort";
   assert.equal(
     ran.stdout,
     `deno run ${flags} main.ts --config ${path}\n` +

@@ -205,6 +205,7 @@ Deno.test("permissions prints only the config's addresses, file and variables", 
       `--allow-net=127.0.0.1:${port},127.0.0.1:${sim.port}`,
       `--allow-read=${configPath}`,
       "--allow-env=LOG_STREAM,LOG_TOKENS,SANDBOX_KEY",
+      "--no-prompt",
       "--unstable-no-legacy-abort",
     ];
     assert.deepEqual(flagsOf(run), flags);
