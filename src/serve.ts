@@ -9,12 +9,8 @@
 import type { OidcSettings, Policy } from "./config/policy.ts";
 import { loadPolicy } from "./config/load.ts";
 import { ConfigError } from "./config/errors.ts";
-import {
-  createHandler,
-  createRuntime,
-  type Runtime,
-  type Shared,
-} from "./server.ts";
+import { createHandler } from "./server.ts";
+import { createRuntime, type Runtime, type Shared } from "./runtime.ts";
 import { RateLimiter } from "./policy/rate_limiter.ts";
 import { ConcurrencyLimiter } from "./policy/concurrency.ts";
 import { LoginThrottle } from "./auth/login_throttle.ts";

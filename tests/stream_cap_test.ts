@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import { streamCap } from "../src/forward/stream_cap.ts";
-import {
-  type TapDialect,
-  type TokenCounts,
-  tokenTap,
-} from "../src/forward/token_tap.ts";
+import { StreamCapper } from "../src/forward/stream_cap.ts";
+import type { TapDialect, TokenCounts } from "../src/forward/token_tap.ts";
+import { answerStream } from "../src/forward/answer_stream.ts";
 
 // --- Fixtures, shaped like what Ollama writes ----------------------------
 
@@ -204,9 +201,19 @@ async function runCap(
   }, { highWaterMark: 0 });
   const format = options.dialect === "native" ? "ndjson" : "sse";
   const output: Uint8Array[] = [];
-  await upstream.pipeThrough(
-    streamCap({ ...options, format, onCut: () => cuts++ }),
-  ).pipeTo(new WritableStream({ write: (chunk) => void output.push(chunk) }));
+  let ends = 0;
+  await answerStream(upstream, {
+    count: { format, dialect: options.dialect },
+    cap: {
+      limit: options.cap,
+      maxHeldBytes: options.maxHeldBytes,
+      onCut: () => cuts++,
+    },
+    onEnd: () => ends++,
+  }).pipeTo(
+    new WritableStream({ write: (chunk) => void output.push(chunk) }),
+  );
+  assert.equal(ends, 1, "onEnd is called once");
   return {
     output,
     text: decoder.decode(concat(output)),
@@ -499,42 +506,62 @@ Deno.test("a runaway non-content event after the cap is cut", async () => {
 Deno.test("options are validated", () => {
   const onCut = () => {};
   assert.throws(
-    () => streamCap({ dialect: "native", format: "ndjson", cap: -1, onCut }),
-    /streamCap cap: -1 is not allowed/,
+    () =>
+      new StreamCapper({ dialect: "native", format: "ndjson", cap: -1, onCut }),
+    /StreamCapper cap: -1 is not allowed/,
   );
   assert.throws(
-    () => streamCap({ dialect: "native", format: "ndjson", cap: 1.5, onCut }),
+    () =>
+      new StreamCapper({
+        dialect: "native",
+        format: "ndjson",
+        cap: 1.5,
+        onCut,
+      }),
     /cap: 1.5/,
   );
   assert.throws(
-    () => streamCap({ dialect: "anthropic", format: "ndjson", cap: 1, onCut }),
+    () =>
+      new StreamCapper({
+        dialect: "anthropic",
+        format: "ndjson",
+        cap: 1,
+        onCut,
+      }),
     /format: "ndjson" does not match dialect "anthropic"; it streams sse/,
   );
 });
 
-// --- With the token tap -------------------------------------------------------
+// --- With the token counter ---------------------------------------------
 
-Deno.test("tap after cap: counts what the client got, charged as chunks", async () => {
-  const bytes = encoder.encode(openaiChat(5).join(""));
-  const calls: TokenCounts[] = [];
-  const cutCalls: number[] = [];
-  await ReadableStream.from([bytes])
-    .pipeThrough(
-      streamCap({
-        dialect: "openai_chat",
-        format: "sse",
-        cap: 3,
-        onCut: () => cutCalls.push(1),
-      }),
-    )
-    .pipeThrough(
-      tokenTap({
-        format: "sse",
-        dialect: "openai_chat",
-        onDone: (counts) => calls.push(counts),
-      }),
-    )
-    .pipeTo(new WritableStream());
-  assert.deepEqual(calls, [{ contentChunks: 3, complete: false }]);
-  assert.equal(cutCalls.length, 1);
+Deno.test("counts what the upstream sent in the chunks read, charged as chunks", async () => {
+  const events = openaiChat(5);
+  for (
+    const [chunks, expected] of [
+      // One chunk: the whole answer, usage included, was read from the
+      // upstream; the upstream's own count is charged.
+      [[encoder.encode(events.join(""))], {
+        prompt: 9,
+        generated: 5,
+        contentChunks: 5,
+        complete: true,
+      }],
+      // One event per chunk, as Ollama writes: the dropped fourth is counted
+      // (the upstream generated it), nothing after it is read.
+      [events.map((e) => encoder.encode(e)), {
+        contentChunks: 4,
+        complete: false,
+      }],
+    ] as const
+  ) {
+    const calls: (TokenCounts | undefined)[] = [];
+    const cutCalls: number[] = [];
+    await answerStream(ReadableStream.from(chunks), {
+      count: { format: "sse", dialect: "openai_chat" },
+      cap: { limit: 3, onCut: () => cutCalls.push(1) },
+      onEnd: (answer) => calls.push(answer.tokens),
+    }).pipeTo(new WritableStream());
+    assert.deepEqual(calls, [expected]);
+    assert.equal(cutCalls.length, 1);
+  }
 });

@@ -5,8 +5,8 @@ import {
   type StreamFormat,
   type TapDialect,
   type TokenCounts,
-  tokenTap,
 } from "../src/forward/token_tap.ts";
+import { answerStream } from "../src/forward/answer_stream.ts";
 
 // --- Fixtures, shaped like what Ollama writes ----------------------------
 
@@ -215,9 +215,12 @@ async function runTap(
   },
 ): Promise<TapRun> {
   const calls: TokenCounts[] = [];
-  const tap = tokenTap({ ...options, onDone: (counts) => calls.push(counts) });
+  const tap = answerStream(ReadableStream.from(chunks), {
+    count: options,
+    onEnd: (answer) => calls.push(answer.tokens!),
+  });
   const output: Uint8Array[] = [];
-  await ReadableStream.from(chunks).pipeThrough(tap).pipeTo(
+  await tap.pipeTo(
     new WritableStream({ write: (chunk) => void output.push(chunk) }),
   );
   return { output, calls };
@@ -506,7 +509,7 @@ Deno.test("a line longer than the parse limit passes but is not parsed", async (
 
 // --- Endings: cancel, error -----------------------------------------------
 
-Deno.test("client hang-up mid-stream: onDone once, incomplete, chunks so far", async () => {
+Deno.test("client hang-up mid-stream: onEnd once, incomplete, chunks so far", async () => {
   const lines = NATIVE_CHAT.split("\n").slice(0, 3).map((l) => l + "\n");
   let upstreamCancelled = false;
   let sent = 0;
@@ -522,13 +525,10 @@ Deno.test("client hang-up mid-stream: onDone once, incomplete, chunks so far", a
     },
   });
   const calls: TokenCounts[] = [];
-  const reader = upstream.pipeThrough(
-    tokenTap({
-      format: "ndjson",
-      dialect: "native",
-      onDone: (counts) => calls.push(counts),
-    }),
-  ).getReader();
+  const reader = answerStream(upstream, {
+    count: { format: "ndjson", dialect: "native" },
+    onEnd: (answer) => calls.push(answer.tokens!),
+  }).getReader();
 
   for (let i = 0; i < 3; i++) assert.equal((await reader.read()).done, false);
   await reader.cancel("client went away");
@@ -538,7 +538,7 @@ Deno.test("client hang-up mid-stream: onDone once, incomplete, chunks so far", a
   assert.ok(upstreamCancelled, "the hang-up reaches the upstream body");
 });
 
-Deno.test("upstream error mid-stream: onDone once with what was counted", async () => {
+Deno.test("upstream error mid-stream: onEnd once with what was counted", async () => {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   const upstream = new ReadableStream<Uint8Array>({
     start(c) {
@@ -546,13 +546,10 @@ Deno.test("upstream error mid-stream: onDone once with what was counted", async 
     },
   });
   const calls: TokenCounts[] = [];
-  const reader = upstream.pipeThrough(
-    tokenTap({
-      format: "sse",
-      dialect: "anthropic",
-      onDone: (counts) => calls.push(counts),
-    }),
-  ).getReader();
+  const reader = answerStream(upstream, {
+    count: { format: "sse", dialect: "anthropic" },
+    onEnd: (answer) => calls.push(answer.tokens!),
+  }).getReader();
 
   const firstEvents = ANTHROPIC.split("\n\n").slice(0, 5).join("\n\n") + "\n\n";
   controller.enqueue(encoder.encode(firstEvents));
@@ -565,18 +562,15 @@ Deno.test("upstream error mid-stream: onDone once with what was counted", async 
   assert.deepEqual(calls, [{ prompt: 20, contentChunks: 2, complete: false }]);
 });
 
-Deno.test("onDone that throws does not break the stream", async () => {
+Deno.test("onEnd that throws does not break the stream", async () => {
   const bytes = encoder.encode(NATIVE_CHAT);
-  const tap = tokenTap({
-    format: "ndjson",
-    dialect: "native",
-    onDone: () => {
+  const tap = answerStream(ReadableStream.from([bytes]), {
+    count: { format: "ndjson", dialect: "native" },
+    onEnd: () => {
       throw new Error("accounting broke");
     },
   });
-  const output = await new Response(
-    ReadableStream.from([bytes]).pipeThrough(tap),
-  ).bytes();
+  const output = await new Response(tap).bytes();
   assert.deepEqual(output, bytes);
 });
 

@@ -12,10 +12,18 @@ import {
 } from "../src/request/go_json.ts";
 import { FieldTypeError } from "../src/request/go_fields.ts";
 import { requestStreamUsage } from "../src/forward/usage_request.ts";
-import {
-  removeTopLevelMember,
-  usageStrip,
-} from "../src/forward/usage_strip.ts";
+import { removeTopLevelMember } from "../src/forward/usage_strip.ts";
+import { answerStream } from "../src/forward/answer_stream.ts";
+
+function usageStrip(
+  upstream: ReadableStream<Uint8Array>,
+): ReadableStream<Uint8Array> {
+  return answerStream(upstream, {
+    count: { format: "sse", dialect: "openai_chat" },
+    stripUsage: true,
+    onEnd: () => {},
+  });
+}
 
 function node(text: string): JsonNode {
   return parseJsonAsGo(new TextEncoder().encode(text));
@@ -135,7 +143,7 @@ async function strip(text: string, split: number): Promise<string> {
   for (let i = 0; i < bytes.length; i += split) {
     chunks.push(bytes.slice(i, i + split));
   }
-  const stream = ReadableStream.from(chunks).pipeThrough(usageStrip());
+  const stream = usageStrip(ReadableStream.from(chunks));
   return await new Response(stream).text();
 }
 
@@ -160,7 +168,7 @@ Deno.test("usage strip: events without usage pass as the same bytes", async () =
 
   const whole = new TextEncoder().encode(ollamaChat(false));
   const out: Uint8Array[] = [];
-  const stream = ReadableStream.from([whole]).pipeThrough(usageStrip());
+  const stream = usageStrip(ReadableStream.from([whole]));
   for await (const chunk of stream) out.push(chunk);
   assert.equal(out.length, 3);
   assert.equal(out[0].buffer, whole.buffer); // views of the chunk received

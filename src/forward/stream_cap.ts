@@ -24,7 +24,7 @@ import {
   type TapDialect,
 } from "./token_tap.ts";
 
-/** Options for {@linkcode streamCap}. */
+/** Options for {@linkcode StreamCapper}. */
 export interface StreamCapOptions {
   /** The route's dialect; `native` streams NDJSON, the others SSE. */
   dialect: TapDialect;
@@ -34,7 +34,7 @@ export interface StreamCapOptions {
   cap: number;
   /**
    * Called once when the stream is cut, after the ending is written (the
-   * caller cancels the upstream request and logs). Exceptions are swallowed.
+   * caller stops reading the upstream and logs). Exceptions are swallowed.
    */
   onCut: () => void;
   /**
@@ -44,14 +44,16 @@ export interface StreamCapOptions {
   maxHeldBytes?: number;
 }
 
+/** Receives the bytes to send on, in order. */
+export type Emit = (bytes: Uint8Array) => void;
+
 const DEFAULT_MAX_HELD_BYTES = 1024 * 1024;
 const LF = 0x0a;
 const CR = 0x0d;
 
 /**
- * A `TransformStream` that passes a streamed answer through unchanged until
- * `cap` content chunks have passed, then ends it like a length-limited
- * answer of its dialect and terminates:
+ * Passes a streamed answer through unchanged until `cap` content chunks
+ * have passed, then ends it like a length-limited answer of its dialect:
  *
  * - `native`: a `{"model", "created_at", "response"|"message", "done": true,
  *   "done_reason": "length"}` line;
@@ -67,151 +69,154 @@ const CR = 0x0d;
  *   `max_output_tokens` stops a response; Ollama never does).
  *
  * The endings carry no usage Butler does not know (native and OpenAI endings
- * have no counts; Responses' `usage` is null), so a token tap placed after
- * the cap reports `complete: false` and the caller charges content chunks.
+ * have no counts; Responses' `usage` is null).
  *
  * @example
  * ```ts
- * const cap = streamCap({
+ * const capper = new StreamCapper({
  *   dialect: "openai_chat",
  *   format: "sse",
  *   cap: 256,
- *   onCut: () => upstreamAbort.abort(),
+ *   onCut: () => log.info("stream cut at cap"),
  * });
- * return new Response(upstream.body!.pipeThrough(cap), upstream);
+ * for (const chunk of chunks) {
+ *   if (capper.push(chunk, send)) break; // cut: the ending was sent
+ * }
+ * capper.end(send);
  * ```
  */
-export function streamCap(
-  options: StreamCapOptions,
-): TransformStream<Uint8Array, Uint8Array> {
-  validateOptions(options);
-  const { dialect, cap } = options;
-  const maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
-  const framer = new EventFramer(options.format);
-  const ending = newEndingWriter(dialect);
-  let sent = 0;
-  let holding = cap === 0;
-  let cut = false;
+export class StreamCapper {
+  readonly #options: StreamCapOptions;
+  readonly #maxHeldBytes: number;
+  readonly #framer: EventFramer;
+  readonly #ending: EndingWriter;
+  #sent = 0;
+  #holding: boolean;
+  #cut = false;
   /** Copies of bytes after the cap that belong to an unfinished event. */
-  let held: Uint8Array[] = [];
-  let heldBytes = 0;
+  #held: Uint8Array[] = [];
+  #heldBytes = 0;
   /**
    * The bytes forwarded last ended in `\r` at the end of a chunk: a `\n`
    * opening the next chunk completes that line ending and is forwarded too.
    */
-  let lineFeedOwed = false;
+  #lineFeedOwed = false;
 
-  function endsLine(chunk: Uint8Array, end: number): boolean {
-    return end === chunk.length && chunk[end - 1] === CR;
+  constructor(options: StreamCapOptions) {
+    validateOptions(options);
+    this.#options = options;
+    this.#maxHeldBytes = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#framer = new EventFramer(options.format);
+    this.#ending = newEndingWriter(options.dialect);
+    this.#holding = options.cap === 0;
   }
 
-  function cutHere(
-    controller: TransformStreamDefaultController<Uint8Array>,
-    template: StreamEvent | undefined,
-  ): void {
-    cut = true;
-    held = [];
-    controller.enqueue(ending.end(template, sent));
+  /**
+   * Passes on what `chunk` lets through. Returns true once the stream is cut
+   * (its ending sent): nothing more is read or sent.
+   */
+  push(chunk: Uint8Array, emit: Emit): boolean {
+    if (this.#cut) return true;
+    const { dialect, cap } = this.#options;
+    let passWhole = !this.#holding;
+    let start = 0;
+    if (this.#lineFeedOwed && this.#held.length === 0 && chunk[0] === LF) {
+      emit(chunk.subarray(0, 1));
+      start = 1;
+    }
+    this.#lineFeedOwed = false;
+
+    this.#framer.push(chunk, (event, end) => {
+      const content = isContentEvent(dialect, event);
+      if (!this.#holding) {
+        this.#ending.observe(event, content);
+        if (content && ++this.#sent >= cap) {
+          // The cap'th chunk just completed: send up to it, hold the rest.
+          emit(end === chunk.length ? chunk : chunk.subarray(0, end));
+          passWhole = false;
+          this.#holding = true;
+          start = end;
+          this.#lineFeedOwed = endsLine(chunk, end);
+        }
+        return true;
+      }
+
+      if (content) {
+        this.#cutHere(emit, event);
+        return false;
+      }
+      this.#ending.observe(event, false);
+      this.#forwardHeld(emit);
+      if (end > start) emit(chunk.subarray(start, end));
+      start = end;
+      this.#lineFeedOwed = endsLine(chunk, end);
+      return true;
+    });
+
+    if (this.#cut) return true;
+    if (passWhole) {
+      emit(chunk);
+      return false;
+    }
+    if (start < chunk.length) {
+      this.#held.push(chunk.slice(start));
+      this.#heldBytes += chunk.length - start;
+      if (this.#heldBytes > this.#maxHeldBytes) {
+        this.#cutHere(emit, undefined);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** The upstream ended the stream: sends what was held, or the ending. */
+  end(emit: Emit): void {
+    if (this.#cut) return;
+    let lastIsContent = false;
+    let lastEvent: StreamEvent | undefined;
+    this.#framer.end((event) => {
+      lastEvent = event;
+      lastIsContent = isContentEvent(this.#options.dialect, event);
+    });
+    if (this.#holding && lastIsContent) {
+      this.#cutHere(emit, lastEvent);
+      return;
+    }
+    this.#forwardHeld(emit);
+  }
+
+  #cutHere(emit: Emit, template: StreamEvent | undefined): void {
+    this.#cut = true;
+    this.#held = [];
+    emit(this.#ending.end(template, this.#sent));
     try {
-      options.onCut();
+      this.#options.onCut();
     } catch {
       // The client still gets a well-formed ending.
     }
   }
 
-  function forwardHeld(
-    controller: TransformStreamDefaultController<Uint8Array>,
-  ): void {
-    for (const bytes of held) controller.enqueue(bytes);
-    held = [];
-    heldBytes = 0;
+  #forwardHeld(emit: Emit): void {
+    for (const bytes of this.#held) emit(bytes);
+    this.#held = [];
+    this.#heldBytes = 0;
   }
+}
 
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      if (cut) return;
-      let passWhole = !holding;
-      let start = 0;
-      if (lineFeedOwed && held.length === 0 && chunk[0] === LF) {
-        controller.enqueue(chunk.subarray(0, 1));
-        start = 1;
-      }
-      lineFeedOwed = false;
-
-      framer.push(chunk, (event, end) => {
-        const content = isContentEvent(dialect, event);
-        if (!holding) {
-          ending.observe(event, content);
-          if (content && ++sent >= cap) {
-            // The cap'th chunk just completed: send up to it, hold the rest.
-            controller.enqueue(
-              end === chunk.length ? chunk : chunk.subarray(0, end),
-            );
-            passWhole = false;
-            holding = true;
-            start = end;
-            lineFeedOwed = endsLine(chunk, end);
-          }
-          return true;
-        }
-
-        if (content) {
-          cutHere(controller, event);
-          return false;
-        }
-        ending.observe(event, false);
-        forwardHeld(controller);
-        if (end > start) controller.enqueue(chunk.subarray(start, end));
-        start = end;
-        lineFeedOwed = endsLine(chunk, end);
-        return true;
-      });
-
-      if (cut) {
-        controller.terminate();
-        return;
-      }
-      if (passWhole) {
-        controller.enqueue(chunk);
-        return;
-      }
-      if (start < chunk.length) {
-        held.push(chunk.slice(start));
-        heldBytes += chunk.length - start;
-        if (heldBytes > maxHeldBytes) {
-          cutHere(controller, undefined);
-          controller.terminate();
-        }
-      }
-    },
-
-    flush(controller) {
-      if (cut) return;
-      let lastIsContent = false;
-      let lastEvent: StreamEvent | undefined;
-      framer.end((event) => {
-        lastEvent = event;
-        lastIsContent = isContentEvent(dialect, event);
-      });
-      if (holding && lastIsContent) {
-        cutHere(controller, lastEvent);
-        return;
-      }
-      forwardHeld(controller);
-    },
-  });
+function endsLine(chunk: Uint8Array, end: number): boolean {
+  return end === chunk.length && chunk[end - 1] === CR;
 }
 
 function validateOptions(options: StreamCapOptions): void {
   if (!Number.isInteger(options.cap) || options.cap < 0) {
     throw new RangeError(
-      `streamCap cap: ${options.cap} is not allowed; use an integer >= 0`,
+      `StreamCapper cap: ${options.cap} is not allowed; use an integer >= 0`,
     );
   }
   const expected = options.dialect === "native" ? "ndjson" : "sse";
   if (options.format !== expected) {
     throw new RangeError(
-      `streamCap format: "${options.format}" does not match dialect ` +
+      `StreamCapper format: "${options.format}" does not match dialect ` +
         `"${options.dialect}"; it streams ${expected}`,
     );
   }

@@ -6,7 +6,8 @@
  * at each complete one with a substring test before deciding to parse it: only
  * the few events that carry counts or errors are JSON-parsed, and content
  * chunks are counted without parsing. The framing and the content test are
- * exported because `stream_cap.ts` must count exactly the chunks counted here.
+ * exported because `stream_cap.ts` must count exactly the chunks counted here,
+ * and `usage_strip.ts` frames the same way.
  *
  * @module
  */
@@ -40,16 +41,10 @@ export interface TokenCounts {
   errorInStream?: string;
 }
 
-/** Options for {@linkcode tokenTap}. */
-export interface TokenTapOptions {
+/** Options for {@linkcode TokenCounter}. */
+export interface TokenCounterOptions {
   format: StreamFormat;
   dialect: TapDialect;
-  /**
-   * Called exactly once: when the body ends, errors, or is cancelled because
-   * the client hung up, with what was counted until then. Exceptions thrown
-   * by it are swallowed: they must not break the client's stream.
-   */
-  onDone: (counts: TokenCounts) => void;
   /**
    * Longest line, event or non-streamed body read for counts, in bytes.
    * Longer ones still pass through untouched but are not parsed (a
@@ -70,65 +65,56 @@ const DEFAULT_MAX_PARSE_BYTES = 16 * 1024 * 1024;
 const JSON_TAIL_BYTES = 64 * 1024;
 
 /**
- * A `TransformStream` that passes every chunk through unchanged (the same
- * `Uint8Array` objects, enqueued at once) and reads token counts from a copy.
+ * Reads token counts from the chunks of a body as they pass, never holding
+ * or changing them. A malformed body is the client's to see: counting just
+ * stops, and no method throws.
  *
  * @example
  * ```ts
- * const tap = tokenTap({
- *   format: "ndjson",
- *   dialect: "native",
- *   onDone: (counts) => log.info("response", { tokens: counts.generated }),
- * });
- * return new Response(upstream.body!.pipeThrough(tap), upstream);
+ * const counter = new TokenCounter({ format: "ndjson", dialect: "native" });
+ * for (const chunk of chunks) counter.push(chunk);
+ * counter.end();
+ * log.info("response", { tokens: counter.counts().generated });
  * ```
  */
-export function tokenTap(
-  options: TokenTapOptions,
-): TransformStream<Uint8Array, Uint8Array> {
-  const maxParseBytes = options.maxParseBytes ?? DEFAULT_MAX_PARSE_BYTES;
-  const counts: TokenCounts = { contentChunks: 0, complete: false };
-  const reader = options.format === "json"
-    ? new JsonBodyReader(options.dialect, counts, maxParseBytes)
-    : new EventCounter(options, counts, maxParseBytes);
-  let done = false;
+export class TokenCounter {
+  readonly #counts: TokenCounts = { contentChunks: 0, complete: false };
+  readonly #reader: JsonBodyReader | EventCounter;
 
-  function finish(): void {
-    if (done) return;
-    done = true;
+  constructor(options: TokenCounterOptions) {
+    const maxParseBytes = options.maxParseBytes ?? DEFAULT_MAX_PARSE_BYTES;
+    this.#reader = options.format === "json"
+      ? new JsonBodyReader(options.dialect, this.#counts, maxParseBytes)
+      : new EventCounter(options, this.#counts, maxParseBytes);
+  }
+
+  /** Counts what one chunk completes. */
+  push(chunk: Uint8Array): void {
     try {
-      options.onDone({ ...counts });
+      this.#reader.push(chunk);
     } catch {
-      // The caller's accounting failing must not fail the client's stream.
+      // A malformed stream is the client's to see; counting just stops.
     }
   }
 
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      controller.enqueue(chunk);
-      try {
-        reader.push(chunk);
-      } catch {
-        // A malformed stream is the client's to see; counting just stops.
-      }
-    },
-    flush() {
-      try {
-        reader.end();
-      } catch {
-        // As above.
-      }
-      finish();
-    },
-    cancel() {
-      finish();
-    },
-  });
+  /** The body ended normally: reads what only its end completes. */
+  end(): void {
+    try {
+      this.#reader.end();
+    } catch {
+      // As above.
+    }
+  }
+
+  /** What was counted until now (a copy). */
+  counts(): TokenCounts {
+    return { ...this.#counts };
+  }
 }
 
 /**
  * Reads the token counts of a whole non-streamed body already in memory:
- * what {@linkcode tokenTap} reports for it with `format: "json"`.
+ * what a {@linkcode TokenCounter} with `format: "json"` reports for it.
  */
 export function countTokensInBody(
   bytes: Uint8Array,
@@ -152,7 +138,7 @@ class EventCounter {
   readonly #framer: EventFramer;
 
   constructor(
-    options: TokenTapOptions,
+    options: TokenCounterOptions,
     counts: TokenCounts,
     maxParseBytes: number,
   ) {

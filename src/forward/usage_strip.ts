@@ -14,64 +14,68 @@
  * only the bytes of an event not yet complete are held back, until its end
  * arrives (Ollama writes each event whole, so in practice nothing waits).
  *
- * Place it after the token tap, which must see the usage.
+ * The token counter must see the stream before it.
  *
  * @module
  */
 
 import { EventFramer, type StreamEvent } from "./token_tap.ts";
+import type { Emit } from "./stream_cap.ts";
 
 const USAGE_KEY = '"usage"';
 const LF = 0x0a;
 const CR = 0x0d;
 
 /**
- * A `TransformStream` that removes usage chunks and `usage` members from an
- * OpenAI-style server-sent event stream and passes everything else through.
+ * Removes usage chunks and `usage` members from an OpenAI-style
+ * server-sent event stream and passes everything else through.
  *
  * @example
  * ```ts
- * const body = upstream.body!
- *   .pipeThrough(tokenTap({ format: "sse", dialect: "openai_chat", onDone }))
- *   .pipeThrough(usageStrip());
+ * const stripper = new UsageStripper();
+ * for (const chunk of chunks) stripper.push(chunk, send);
+ * stripper.end(send);
  * ```
  */
-export function usageStrip(): TransformStream<Uint8Array, Uint8Array> {
-  const framer = new EventFramer("sse");
+export class UsageStripper {
+  readonly #framer = new EventFramer("sse");
   /** Copies of the bytes of the event still being received. */
-  let held: Uint8Array[] = [];
+  #held: Uint8Array[] = [];
   /**
    * The last event ended in `\r` at the end of a chunk: a `\n` opening the
    * next chunk completes its line ending and shares its fate.
    */
-  let lineFeedOf: "sent" | "dropped" | undefined;
+  #lineFeedOf: "sent" | "dropped" | undefined;
 
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      let start = 0;
-      if (lineFeedOf !== undefined && held.length === 0 && chunk[0] === LF) {
-        if (lineFeedOf === "sent") controller.enqueue(chunk.subarray(0, 1));
-        start = 1;
+  /** Passes on the events `chunk` completes, rewritten where needed. */
+  push(chunk: Uint8Array, emit: Emit): void {
+    let start = 0;
+    if (
+      this.#lineFeedOf !== undefined && this.#held.length === 0 &&
+      chunk[0] === LF
+    ) {
+      if (this.#lineFeedOf === "sent") emit(chunk.subarray(0, 1));
+      start = 1;
+    }
+    this.#lineFeedOf = undefined;
+    this.#framer.push(chunk, (event, end) => {
+      const raw = [...this.#held, chunk.subarray(start, end)];
+      this.#held = [];
+      start = end;
+      const out = rewriteEvent(event, raw);
+      for (const bytes of out) emit(bytes);
+      if (end === chunk.length && chunk[end - 1] === CR) {
+        this.#lineFeedOf = out.length === 0 ? "dropped" : "sent";
       }
-      lineFeedOf = undefined;
-      framer.push(chunk, (event, end) => {
-        const raw = [...held, chunk.subarray(start, end)];
-        held = [];
-        start = end;
-        const out = rewriteEvent(event, raw);
-        for (const bytes of out) controller.enqueue(bytes);
-        if (end === chunk.length && chunk[end - 1] === CR) {
-          lineFeedOf = out.length === 0 ? "dropped" : "sent";
-        }
-      });
-      if (start < chunk.length) held.push(chunk.slice(start));
-    },
-    flush(controller) {
-      // An unterminated last event is passed on as it came.
-      for (const bytes of held) controller.enqueue(bytes);
-      held = [];
-    },
-  });
+    });
+    if (start < chunk.length) this.#held.push(chunk.slice(start));
+  }
+
+  /** The stream ended: an unterminated last event is passed on as it came. */
+  end(emit: Emit): void {
+    for (const bytes of this.#held) emit(bytes);
+    this.#held = [];
+  }
 }
 
 /** The bytes to send for one complete event (its `raw` bytes when unchanged). */

@@ -1,0 +1,85 @@
+/**
+ * Accounts for one forwarded answer when it ends: the request and token
+ * metrics, the day's token budget settled to what was generated, and the
+ * request's log line.
+ *
+ * @module
+ */
+
+import type { Identity } from "../auth/identity.ts";
+import type { BudgetReservation } from "../policy/budgets.ts";
+import type { BodyEnd } from "../forward/answer_stream.ts";
+import type { TokenCounts } from "../forward/token_tap.ts";
+import type { Context } from "../runtime.ts";
+
+/** How one answer ended. */
+export interface AnsweredRequest {
+  /** The upstream's status, passed on to the client. */
+  readonly status: number;
+  readonly end: BodyEnd;
+  /** Bytes passed on to the client. */
+  readonly bytesOut: number;
+  /** Token counts read from the answer, when it was counted. */
+  readonly tokens?: TokenCounts;
+}
+
+/** Who and what the answer is accounted to. */
+export interface AccountOptions {
+  readonly context: Context;
+  readonly identity: Identity;
+  /** The route's label, as in metrics. */
+  readonly route: string;
+  /** Settled to the generated count (or content chunks when unreported). */
+  readonly reservation: BudgetReservation;
+}
+
+/** Records `answer` in the metrics, the budget and the log. */
+export function accountAnswer(
+  answer: AnsweredRequest,
+  options: AccountOptions,
+): void {
+  const { context, identity, route } = options;
+  const { shared, trace } = context;
+  const { tokens } = answer;
+  const labels = {
+    client: identity.client?.name ?? "-",
+    user: identity.user ?? "-",
+    auth: identity.auth,
+    model: trace.model ?? "-",
+  };
+  const duration = performance.now() - trace.start;
+
+  if (answer.end === "upstream_error") {
+    shared.metrics.upstreamBroken.inc({ route });
+  }
+  shared.metrics.requests.inc({
+    ...labels,
+    route,
+    status: String(answer.status),
+  });
+  shared.metrics.requestDuration.observe({ route }, duration / 1000);
+
+  if (tokens?.prompt !== undefined) {
+    shared.metrics.tokens.inc({ ...labels, kind: "prompt" }, tokens.prompt);
+  }
+  const generated = tokens?.generated ?? tokens?.contentChunks;
+  options.reservation.settle(generated ?? 0);
+  if (generated) {
+    shared.metrics.tokens.inc({ ...labels, kind: "generated" }, generated);
+  }
+
+  shared.log.info("response", {
+    client: identity.client?.name,
+    user: identity.user,
+    auth: identity.auth,
+    model: trace.model,
+    route,
+    status: answer.status,
+    duration_ms: Math.round(duration),
+    bytes_in: trace.bytesIn,
+    bytes_out: answer.bytesOut,
+    end: answer.end,
+    prompt_tokens: tokens?.prompt,
+    generated_tokens: generated,
+  });
+}

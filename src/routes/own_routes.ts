@@ -1,0 +1,61 @@
+/**
+ * Butler's own routes, answered before the Ollama route table: `/healthz`
+ * (no authentication), `/metrics` (optionally behind a bearer token) and
+ * `/auth/login`.
+ *
+ * @module
+ */
+
+import { handleLogin } from "../auth/login.ts";
+import { healthResponse, upstreamReachable } from "../observe/health.ts";
+import { logLogin } from "../observe/login_log.ts";
+import type { Context } from "../runtime.ts";
+import { notFound } from "./not_found.ts";
+
+/**
+ * The answer when `request` is for one of Butler's own routes, or undefined
+ * when it is not (the request goes on to the Ollama route table). A URL with
+ * a query string is not one of them.
+ */
+export async function ownRoute(
+  request: Request,
+  options: { info: Deno.ServeHandlerInfo; context: Context },
+): Promise<Response | undefined> {
+  const { runtime, shared } = options.context;
+  const url = request.url;
+  const path = new URL(url).pathname;
+  if (url.endsWith("/healthz") && path === "/healthz") {
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return notFound();
+    }
+    const up = await upstreamReachable(runtime.policy.upstream);
+    shared.metrics.upstreamUp.set({}, up ? 1 : 0);
+    return healthResponse(up, { oidc: runtime.oidc?.state });
+  }
+  if (url.endsWith("/metrics") && path === "/metrics") {
+    if (request.method !== "GET") return notFound();
+    const bearer = runtime.policy.metricsBearer;
+    if (
+      bearer !== undefined &&
+      request.headers.get("authorization") !== `Bearer ${bearer}`
+    ) {
+      return new Response("unauthorized\n", { status: 401 });
+    }
+    return new Response(shared.renderMetrics(), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  }
+  if (url.endsWith("/auth/login") && path === "/auth/login") {
+    if (request.method !== "POST") return notFound();
+    const remote = options.info.remoteAddr;
+    const address = remote.transport === "tcp" ? remote.hostname : "local";
+    const response = await handleLogin(request, {
+      policy: runtime.policy,
+      throttle: shared.throttle,
+      clientAddress: address,
+    });
+    await logLogin(response, { shared, address });
+    return response;
+  }
+  return undefined;
+}
