@@ -213,7 +213,9 @@ export async function startButler(
 
   if (options.handleSignals) {
     Deno.addSignalListener("SIGHUP", () => void reload());
-    const stop = () => void shutdown().then(() => Deno.exit(0));
+    // The log writes asynchronously: flush it, or the last lines are lost.
+    const stop = () =>
+      void shutdown().then(() => log.flush()).then(() => Deno.exit(0));
     Deno.addSignalListener("SIGTERM", stop);
     Deno.addSignalListener("SIGINT", stop);
   }
@@ -264,7 +266,9 @@ async function logPermissions(policy: Policy, log: Logger) {
   const required = requiredPermissions(policy);
   const held = await heldPermissions(required);
   log.info("permissions", {
-    held: Object.fromEntries(held.map((p) => [p.name, p.state])),
+    held: Object.fromEntries(
+      held.map((p) => [p.name, p.state === "granted" ? "granted" : "no"]),
+    ),
   });
   const broader = held.filter((p) => p.broader).map((p) => p.name);
   if (broader.length > 0) {

@@ -973,6 +973,17 @@ Deno.test("management routes need allow_management and check every model", async
       ["/api/create", { model: "other", from: "llama3.2" }, 403],
       ["/api/create", { model: "mine", from: "qwen2.5:7b" }, 403],
       ["/api/create", { name: "other", from: "llama3.2" }, 403],
+      // A remote model would send prompts off the machine under a local name.
+      ["/api/create", {
+        model: "mine",
+        from: "llama3.2",
+        remote_host: "https://ollama.com",
+      }, 403],
+      ["/api/create", {
+        model: "mine",
+        from: "llama3.2",
+        Remote_Host: "http://10.0.0.1:11434",
+      }, 403],
       ["/api/pull", { model: "qwen2.5:7b" }, 403],
       ["/api/pull", { name: "qwen2.5:7b" }, 403],
     ];

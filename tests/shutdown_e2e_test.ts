@@ -202,6 +202,8 @@ Deno.test("SIGINT: idle Butler exits 0 at once and writes its usage", async () =
     assert.equal(status.code, 0, butler.errors.text());
     // Nothing was in flight: no reason to wait out the grace period.
     assert.doesNotMatch(butler.output.text(), /grace period over/);
+    // The last log lines are flushed before the process exits.
+    assert.match(butler.output.text(), /"msg":"stopped"/);
     assert.ok(performance.now() - started < 5000);
     const state = JSON.parse(await Deno.readTextFile(butler.stateFile));
     assert.equal(state.usage["client:app"].generated, 3);

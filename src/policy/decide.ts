@@ -192,6 +192,19 @@ function decideOrThrow(
     if (prompt !== undefined) return prompt;
     return { models, stream: false };
   }
+  // A model created with `remote_host` sends its prompts to that host under
+  // a local-looking name, which no model rule could then tell apart.
+  if (route.pattern === "/api/create") {
+    const remote = getString(body, "remote_host");
+    if (remote !== undefined && remote.trim() !== "") {
+      return refuse(
+        403,
+        "remote_model_denied",
+        "creating a model that forwards to a remote host (remote_host) is not allowed through Butler",
+      );
+    }
+  }
+
   let rewritten: JsonNode | undefined;
   const current = () => rewritten ?? body;
 

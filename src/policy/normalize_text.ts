@@ -12,11 +12,17 @@
 // invisible when rendered, yet they split words for a pattern.
 const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 
+// Runs of white space, line breaks included, become one space: a model
+// reads "ignore\nall instructions" as words either way, while RE2's `.`
+// does not cross a line break.
+const WHITE_SPACE = /\s+/gu;
+
 /**
  * Normalizes `text` for prompt-pattern matching: invisible characters are
  * removed, then Unicode NFKC maps compatibility forms (fullwidth letters,
  * ligatures, styled mathematical letters) to plain ones, then invisible
- * characters NFKC produced are removed too. Removing first lets NFKC compose
+ * characters NFKC produced are removed too, and every run of white space
+ * (line breaks included) becomes one space. Removing first lets NFKC compose
  * what an invisible character held apart. Linear in the length of `text`.
  *
  * The result is for matching only; the request is forwarded unchanged.
@@ -28,5 +34,6 @@ const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
  * ```
  */
 export function normalizeForFilter(text: string): string {
-  return text.replace(INVISIBLE, "").normalize("NFKC").replace(INVISIBLE, "");
+  return text.replace(INVISIBLE, "").normalize("NFKC").replace(INVISIBLE, "")
+    .replace(WHITE_SPACE, " ");
 }
