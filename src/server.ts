@@ -167,17 +167,25 @@ async function handleRequest(
     );
   }
   // A client trickling its body gets 408 at the deadline instead of holding
-  // its connection and buffer for as long as it likes.
-  const bodyDeadline = new AbortController();
-  const bodyTimer = setTimeout(
+  // its connection and buffer for as long as it likes. A route whose body
+  // is not read (GET /api/version) needs no deadline and no timer.
+  const bodyDeadline = route.readsBody && request.body !== null
+    ? new AbortController()
+    : undefined;
+  const bodyTimer = bodyDeadline === undefined ? undefined : setTimeout(
     () => bodyDeadline.abort(),
     context.bodyReadTimeoutMs,
   );
-  const read = await readRequest(request, {
-    match,
-    limit: limit ?? DEFAULT_BODY_LIMIT,
-    signal: bodyDeadline.signal,
-  }).finally(() => clearTimeout(bodyTimer));
+  let read;
+  try {
+    read = await readRequest(request, {
+      match,
+      limit: limit ?? DEFAULT_BODY_LIMIT,
+      signal: bodyDeadline?.signal,
+    });
+  } finally {
+    if (bodyTimer !== undefined) clearTimeout(bodyTimer);
+  }
   if (isRefusal(read)) return refused(read, match, context);
   trace.bytesIn = read.bytesIn;
 

@@ -30,7 +30,11 @@ export async function fetchUpstream(
   request: UpstreamRequest,
   options: { upstream: URL; timeoutMs: number },
 ): Promise<Response | Refusal> {
-  const url = new URL(request.target, options.upstream);
+  // The upstream URL is an origin with path "/" (the config allows no
+  // more), and the target a path from the route table: joining strings
+  // gives the URL `new URL(target, upstream)` would, and `fetch` parses it
+  // once instead of twice.
+  const url = options.upstream.origin + request.target;
   // One controller for the whole exchange. The client's signal stays
   // attached through the body, so a client hanging up mid-stream cancels
   // the generation upstream. (A listener, not `AbortSignal.any`: that cost

@@ -23,6 +23,9 @@ const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
 type Labels = Readonly<Record<string, string>>;
 
+// Exactly the keys `Object.keys` lists: own and enumerable.
+const isOwnEnumerable = Object.prototype.propertyIsEnumerable;
+
 /** Called when a metric folds a new series into the overflow series. */
 type OnOverflow = (metric: string) => void;
 
@@ -91,15 +94,27 @@ abstract class Metric<Series> {
   }
 
   #labelValues(labels: Labels): string[] {
-    for (const name of Object.keys(labels)) {
-      if (!this.labelNames.includes(name)) {
-        throw new RangeError(
-          `metric ${this.name}: label "${name}" is not one of its labels ` +
-            `(${this.labelNames.join(", ") || "none"})`,
-        );
+    // One pass over the label names (this runs several times per request);
+    // the unknown-name check scans only when `labels` has more keys than
+    // the names it matched.
+    const values = new Array<string>(this.labelNames.length);
+    let matched = 0;
+    for (let i = 0; i < this.labelNames.length; i++) {
+      const name = this.labelNames[i];
+      if (isOwnEnumerable.call(labels, name)) matched++;
+      values[i] = String(labels[name] ?? "");
+    }
+    if (Object.keys(labels).length !== matched) {
+      for (const name of Object.keys(labels)) {
+        if (!this.labelNames.includes(name)) {
+          throw new RangeError(
+            `metric ${this.name}: label "${name}" is not one of its labels ` +
+              `(${this.labelNames.join(", ") || "none"})`,
+          );
+        }
       }
     }
-    return this.labelNames.map((name) => String(labels[name] ?? ""));
+    return values;
   }
 }
 

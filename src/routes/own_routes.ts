@@ -23,7 +23,13 @@ export async function ownRoute(
 ): Promise<Response | undefined> {
   const { runtime, shared } = options.context;
   const url = request.url;
-  const path = new URL(url).pathname;
+  // Most requests are for Ollama routes: parse the URL only when its end
+  // names one of Butler's own.
+  const path = url.endsWith("/healthz") || url.endsWith("/metrics") ||
+      url.endsWith("/auth/login")
+    ? new URL(url).pathname
+    : undefined;
+  if (path === undefined) return undefined;
   if (url.endsWith("/healthz") && path === "/healthz") {
     if (request.method !== "GET" && request.method !== "HEAD") {
       return notFound();

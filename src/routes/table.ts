@@ -189,6 +189,11 @@ export interface RouteMatch {
   readonly query: string;
 }
 
+// Each route's pattern split into segments once, not on every request.
+const PATTERN_SEGMENTS: readonly (readonly string[])[] = ROUTES.map((route) =>
+  route.pattern.split("/")
+);
+
 // A path parameter: one segment of characters that need no escaping and
 // cannot form a dot segment. Anything else (`%`, `\`, empty) is a 404.
 const PARAM = /^[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$/;
@@ -219,9 +224,10 @@ export function matchRoute(
   if (path.includes("#")) return undefined;
   const segments = path.split("/");
 
-  for (const candidate of ROUTES) {
+  for (let r = 0; r < ROUTES.length; r++) {
+    const candidate = ROUTES[r];
     if (candidate.method !== method) continue;
-    const parts = candidate.pattern.split("/");
+    const parts = PATTERN_SEGMENTS[r];
     if (parts.length !== segments.length) continue;
     const params: Record<string, string> = {};
     let ok = true;
