@@ -77,6 +77,7 @@ async function withStack(
 async function tokenFor(stack: Stack, name: Name): Promise<string> {
   const response = await fetch(`${stack.url}/auth/login`, {
     method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ username: name, password: PASSWORDS[name] }),
   });
   assert.equal(response.status, 200);

@@ -321,3 +321,44 @@ clients:
     assert.equal(stack.sim.records.length, 0);
   });
 });
+
+Deno.test("a web page cannot post logins: JSON only, and browser origins must be listed", async () => {
+  await withStack(configWith(["alice"]), async (stack) => {
+    const attempts: [Record<string, string>, number][] = [
+      // A browser sends these without asking first.
+      [{ "content-type": "text/plain" }, 415],
+      [{ "content-type": "application/x-www-form-urlencoded" }, 415],
+      // With JSON the browser asks first; an unlisted origin is refused anyway.
+      [
+        { "content-type": "application/json", origin: "http://evil.example" },
+        403,
+      ],
+    ];
+    for (const [headers, status] of attempts) {
+      const response = await login(stack, {
+        username: "alice",
+        password: "wrong",
+      }, { headers });
+      assert.equal(response.status, status, JSON.stringify(headers));
+      await response.body?.cancel();
+    }
+    // None of them counted as a failed login: the right password still works
+    // after more refused attempts than the throttle allows.
+    for (let i = 0; i < 6; i++) {
+      const response = await login(
+        stack,
+        { username: "alice", password: "x" },
+        {
+          headers: { "content-type": "text/plain" },
+        },
+      );
+      await response.body?.cancel();
+    }
+    const ok = await login(stack, {
+      username: "alice",
+      password: PASSWORDS.alice,
+    });
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  });
+});

@@ -482,3 +482,23 @@ Deno.test("log_prompts: true logs the texts sent to the model, and only then", a
     await stack.close();
   }
 });
+
+Deno.test("a made-up tag Ollama does not have never becomes a metric label", async () => {
+  await withStack(async (stack) => {
+    for (let i = 0; i < 3; i++) {
+      const response = await post(stack, "/api/show", {
+        model: `llama3.2:made-up-${i}`,
+      });
+      assert.equal(response.status, 404);
+      await response.body?.cancel();
+    }
+    assert.equal(stack.sim.records.length, 3, "the tag passed the rules");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const metrics = await (await fetch(stack.url + "/metrics")).text();
+    assert.equal(metrics.includes("made-up"), false);
+    assert.match(
+      metrics,
+      /butler_requests_total\{[^}]*model="-"[^}]*status="404"/,
+    );
+  });
+});

@@ -45,7 +45,9 @@ export function accountAnswer(
     client: identity.client?.name ?? "-",
     user: identity.user ?? "-",
     auth: identity.auth,
-    model: trace.model ?? "-",
+    // A tag the caller made up resolves and passes a tagless rule, then
+    // Ollama answers 404: such names must not become label values.
+    model: answer.status === 404 ? "-" : trace.model ?? "-",
   };
   const duration = performance.now() - trace.start;
 

@@ -145,5 +145,9 @@ function person(
   user: string,
   policy: SubjectPolicy,
 ): Person {
-  return { auth, user, subject: { key: `user:${user}`, policy } };
+  // A provider's username and a config user's name are separate namespaces:
+  // someone who picks "alice" at the provider must not share the local
+  // alice's limits, slots and budget.
+  const key = auth === "oidc" ? `oidc:${user}` : `user:${user}`;
+  return { auth, user, subject: { key, policy } };
 }

@@ -15,7 +15,10 @@ const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 // Runs of white space, line breaks included, become one space: a model
 // reads "ignore\nall instructions" as words either way, while RE2's `.`
 // does not cross a line break.
-const WHITE_SPACE = /\s+/gu;
+// JavaScript's \s misses NEL (U+0085) and the C0 controls that are not
+// already in it: fold those as well.
+// deno-lint-ignore no-control-regex -- matching control characters is the point
+const WHITE_SPACE = /[\s\u0000-\u001f\u0085]+/gu;
 
 /**
  * Normalizes `text` for prompt-pattern matching: invisible characters are

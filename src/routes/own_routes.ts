@@ -10,6 +10,7 @@ import { handleLogin } from "../auth/login.ts";
 import { healthResponse, upstreamReachable } from "../observe/health.ts";
 import { logLogin } from "../observe/login_log.ts";
 import type { Context } from "../runtime.ts";
+import type { Policy } from "../config/policy.ts";
 import { notFound } from "./not_found.ts";
 
 /**
@@ -53,6 +54,8 @@ export async function ownRoute(
   }
   if (url.endsWith("/auth/login") && path === "/auth/login") {
     if (request.method !== "POST") return notFound();
+    const crossSite = refuseCrossSiteLogin(request, runtime.policy);
+    if (crossSite !== undefined) return crossSite;
     const remote = options.info.remoteAddr;
     const address = remote.transport === "tcp" ? remote.hostname : "local";
     const response = await handleLogin(request, {
@@ -62,6 +65,32 @@ export async function ownRoute(
     });
     await logLogin(response, { shared, address });
     return response;
+  }
+  return undefined;
+}
+
+/**
+ * A browser sends a form-like POST to any origin without asking first, so a
+ * web page could try passwords (and lock people out) from a visitor's
+ * browser. Logins must be JSON, which makes a browser ask first, and a
+ * browser origin must be listed in `cors.allow_origins`.
+ */
+function refuseCrossSiteLogin(
+  request: Request,
+  policy: Policy,
+): Response | undefined {
+  const origin = request.headers.get("origin");
+  if (origin !== null && !policy.corsAllowOrigins.includes(origin)) {
+    return Response.json({ error: "login from this origin is not allowed" }, {
+      status: 403,
+    });
+  }
+  const type = request.headers.get("content-type") ?? "";
+  if (type.split(";")[0].trim().toLowerCase() !== "application/json") {
+    return Response.json(
+      { error: "login needs Content-Type: application/json" },
+      { status: 415 },
+    );
   }
   return undefined;
 }
