@@ -117,6 +117,7 @@ async function readStream(response: Response) {
   return {
     tokens: lines.filter((line) => line.includes('"done":false')).length,
     complete: last?.done === true,
+    error: typeof last?.error === "string" ? last.error as string : undefined,
     broken,
   };
 }
@@ -163,6 +164,8 @@ Deno.test("SIGTERM: streams within grace finish, longer ones are cut, usage save
     assert.equal(finished.tokens, 5);
     const cut = await longRead;
     assert.equal(cut.complete, false, "the long stream was cut at grace");
+    // The client is told why, in its dialect, not blamed on Ollama.
+    assert.match(cut.error ?? "", /shutting down/);
     assert.ok(cut.tokens >= 1 && cut.tokens < 40, `${cut.tokens} tokens`);
 
     const status = await butler.child.status;

@@ -209,7 +209,9 @@ export async function forward(
           dialect: route.dialect,
           format,
           routePattern: route.pattern,
-          message: "the upstream Ollama server broke off the answer",
+          message: context.shutdownSignal.aborted
+            ? "Butler is shutting down; the answer was cut off"
+            : "the upstream Ollama server broke off the answer",
         }),
     onEnd: finish,
   });
