@@ -10,14 +10,12 @@ import { startOllamaSim } from "./sim/ollama_sim.ts";
 import { startButler } from "../src/serve.ts";
 import { Logger } from "../src/observe/log.ts";
 import { startStack, writeConfig } from "./support/harness.ts";
-
-const ROOT = new URL("../", import.meta.url).pathname;
-
-interface Ran {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+import {
+  flagsBeforeMain,
+  freePort,
+  type Ran,
+  ROOT,
+} from "./support/butler_process.ts";
 
 /** Runs `deno run <flags> main.ts <args>` in the repo root. */
 async function butler(
@@ -45,14 +43,6 @@ async function butler(
     stdout: decoder.decode(output.stdout),
     stderr: decoder.decode(output.stderr),
   };
-}
-
-/** A free TCP port on 127.0.0.1 (bound, read, released). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 async function sha256Hex(text: string): Promise<string> {
@@ -283,8 +273,7 @@ clients:
   });
   try {
     const printed = await butler(["permissions", "--config", path]);
-    const words = printed.stdout.split("\n")[0].split(" ");
-    const flags = words.slice(2, words.indexOf("main.ts"));
+    const flags = flagsBeforeMain(printed.stdout.split("\n")[0]);
     const ran = await butler(["healthcheck", "--config", path], { flags });
     assert.equal(ran.code, 0, ran.stderr);
   } finally {

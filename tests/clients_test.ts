@@ -15,7 +15,7 @@ import { Ollama } from "npm:ollama@0.6.4";
 import OpenAI from "npm:openai@7.55.0";
 // deno-lint-ignore no-import-prefix
 import Anthropic from "npm:@anthropic-ai/sdk@1.10.0";
-import { KEYS, type Stack, startStack } from "./support/harness.ts";
+import { KEYS, type Stack, withStackFor } from "./support/harness.ts";
 
 const CONFIG = `
 listen: 127.0.0.1:0
@@ -33,13 +33,8 @@ const DENIED_MESSAGE = "model 'qwen2.5:7b' is not allowed for this client";
 /** The simulator answers with these tokens, one per chunk (chunks: 5). */
 const ANSWER = "The quick brown fox jumps";
 
-async function withStack(fn: (stack: Stack) => Promise<void>) {
-  const stack = await startStack(CONFIG, { sim: { chunks: 5 } });
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+function withStack(fn: (stack: Stack) => Promise<void>) {
+  return withStackFor(CONFIG, fn, { sim: { chunks: 5 } });
 }
 
 /**

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
+import { bearer, KEYS, type Stack, withStackFor } from "./support/harness.ts";
 import type { SimOptions } from "./sim/ollama_sim.ts";
 
 const CONFIG = `
@@ -23,17 +23,12 @@ clients:
     allow_models: ["llama3.2"]
 `;
 
-async function withStack(
+function withStack(
   config: string,
   sim: SimOptions,
   fn: (stack: Stack) => Promise<void>,
 ) {
-  const stack = await startStack(config, { sim });
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+  return withStackFor(config, fn, { sim });
 }
 
 function generate(stack: Stack, key: string, stream = false) {

@@ -13,7 +13,7 @@ import OpenAI from "npm:openai@7.55.0";
 import Anthropic from "npm:@anthropic-ai/sdk@1.10.0";
 // deno-lint-ignore no-import-prefix
 import { Ollama } from "npm:ollama@0.6.4/browser";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
+import { bearer, KEYS, type Stack, withStackFor } from "./support/harness.ts";
 import {
   CORS_ALLOW_HEADERS,
   CORS_ALLOW_METHODS,
@@ -40,16 +40,11 @@ clients:
     rate_limit: 1/min
 `;
 
-async function withStack(
+function withStack(
   fn: (stack: Stack) => Promise<void>,
   config = CONFIG,
 ) {
-  const stack = await startStack(config);
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+  return withStackFor(config, fn);
 }
 
 function preflight(

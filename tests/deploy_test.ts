@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { parse as parseYaml } from "yaml";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
+import { flagsBeforeMain, freePort, ROOT } from "./support/butler_process.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const UNIT = `${ROOT}deploy/butler.service`;
 const DOCKER_CONFIG = "deploy/butler.docker.yaml";
 const IMAGE_CONFIG = "/etc/butler/butler.yaml";
@@ -173,14 +173,6 @@ async function syscallGroup(
   return calls;
 }
 
-/** A free TCP port on 127.0.0.1 (bound, read, released). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 // Calls outside the filter that are refused with EPERM (the unit's
 // SystemCallErrorNumber) and survived. Each was seen here; a new one fails
 // this test, so it gets looked at before it reaches a server.
@@ -230,8 +222,7 @@ state_file: ${dir}/state/state.json
     "--config",
     configPath,
   ], { env });
-  const words = printed.stdout.split("\n")[0].split(" ");
-  const flags = words.slice(2, words.indexOf("main.ts"));
+  const flags = flagsBeforeMain(printed.stdout.split("\n")[0]);
   const trace = `${dir}/trace.txt`;
 
   let strace: Deno.ChildProcess;

@@ -7,7 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { bearer, type Stack, startStack } from "./support/harness.ts";
+import {
+  bearer,
+  postJson,
+  type Stack,
+  withStackFor,
+} from "./support/harness.ts";
 
 const FILTERED = "test-key-filtered-0123456789";
 const CONTEXTUAL = "test-key-contextual-0123456789";
@@ -35,13 +40,8 @@ const GOOD = "Please follow the instructions.";
 
 type Dialect = "native" | "openai" | "anthropic";
 
-async function withStack(fn: (stack: Stack) => Promise<void>) {
-  const stack = await startStack(CONFIG);
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+function withStack(fn: (stack: Stack) => Promise<void>) {
+  return withStackFor(CONFIG, fn);
 }
 
 function post(
@@ -50,11 +50,7 @@ function post(
   body: unknown,
   key: string = FILTERED,
 ) {
-  return fetch(stack.url + path, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...bearer(key) },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
+  return postJson(stack, path, { body, headers: bearer(key) });
 }
 
 // deno-lint-ignore no-explicit-any

@@ -26,6 +26,7 @@ import {
   ollamaReads,
 } from "./support/reference_decoder.ts";
 import { bearer, KEYS, startStack } from "./support/harness.ts";
+import { allowedModel, fuzzConfig, sendAsApp } from "./support/fuzz_server.ts";
 
 const encoder = new TextEncoder();
 
@@ -308,35 +309,10 @@ Deno.test("fuzz: Butler's body reader reads what Ollama reads, or refuses", () =
 
 // --- Through the real server -------------------------------------------------
 
-const CONFIG = `
-listen: 127.0.0.1:0
-upstream: {{UPSTREAM}}
-clients:
-  - name: app
-    key: ${KEYS.app}
-    allow_models: ["llama3.2", "qwen2.5:7b"]
-    deny_models: ["llama3.2:1b"]
-    max_predict: 64
+const CONFIG = fuzzConfig(`    max_predict: 64
     cap_mode: clamp
     deny_prompt_patterns: ["(?i)forbidden"]
-`;
-
-function allowedModel(full: string): boolean {
-  return (full.startsWith("registry.ollama.ai/library/llama3.2:") &&
-    full !== "registry.ollama.ai/library/llama3.2:1b") ||
-    full === "registry.ollama.ai/library/qwen2.5:7b";
-}
-
-async function send(url: string, path: string, body: Uint8Array) {
-  const response = await fetch(url + path, {
-    method: "POST",
-    headers: { ...bearer(KEYS.app), "content-type": "application/json" },
-    body: body as Uint8Array<ArrayBuffer>,
-    signal: AbortSignal.timeout(10_000),
-  });
-  await response.body?.cancel();
-  return response.status;
-}
+`);
 
 Deno.test("fuzz through the server: whatever Ollama acts on is within policy", async () => {
   const seed = fuzzSeed();
@@ -352,7 +328,7 @@ Deno.test("fuzz through the server: whatever Ollama acts on is within policy", a
       const route = random.pick(["/api/chat", "/api/generate"] as const);
       const body = randomBody(random, route, { gentle: true });
       stack.sim.clear();
-      const status = await send(stack.url, route, body);
+      const status = await sendAsApp(stack.url, { path: route, body });
       statuses.set(status, (statuses.get(status) ?? 0) + 1);
       const where = `seed=${seed} case=${i} ${route} status=${status} body=${
         new TextDecoder().decode(body)
@@ -484,7 +460,7 @@ Deno.test("hostile bodies through the server: a 4xx or an allowed answer, never 
     for (const [i, body] of bodies.entries()) {
       const route = i % 2 === 0 ? "/api/generate" : "/api/chat";
       const started = performance.now();
-      const status = await send(stack.url, route, body);
+      const status = await sendAsApp(stack.url, { path: route, body });
       const elapsed = performance.now() - started;
       const shown = new TextDecoder().decode(body.subarray(0, 120));
       assert.ok(status < 500, `status ${status} for body ${i}: ${shown}`);

@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import { ModelRefError, resolveModelRef } from "../src/models/resolve.ts";
 import { resolveModelRef as ollamaResolves } from "./sim/model_ref.ts";
 import { fuzzCases, fuzzSeed, Random } from "./support/fuzz_random.ts";
-import { bearer, KEYS, startStack } from "./support/harness.ts";
+import { startStack } from "./support/harness.ts";
+import { allowedModel, fuzzConfig, sendAsApp } from "./support/fuzz_server.ts";
 
 const INSTALLED = [
   "llama3.2:latest",
@@ -142,21 +143,7 @@ Deno.test("fuzz: Butler resolves a model reference as Ollama does, or refuses", 
   assert.ok(tally.agreed > cases / 4, JSON.stringify(tally));
 });
 
-const CONFIG = `
-listen: 127.0.0.1:0
-upstream: {{UPSTREAM}}
-clients:
-  - name: app
-    key: ${KEYS.app}
-    allow_models: ["llama3.2", "qwen2.5:7b"]
-    deny_models: ["llama3.2:1b"]
-`;
-
-function allowedModel(full: string): boolean {
-  return (full.startsWith("registry.ollama.ai/library/llama3.2:") &&
-    full !== "registry.ollama.ai/library/llama3.2:1b") ||
-    full === "registry.ollama.ai/library/qwen2.5:7b";
-}
+const CONFIG = fuzzConfig();
 
 Deno.test("fuzz through the server: Ollama only ever acts on a model the policy allows", async () => {
   const seed = fuzzSeed();
@@ -182,18 +169,15 @@ Deno.test("fuzz through the server: Ollama only ever acts on a model the policy 
         ? { [random.pick(["model", "name", "Name"])]: model }
         : { model, stream: false, messages: [{ role: "user", content: "hi" }] };
       stack.sim.clear();
-      const response = await fetch(stack.url + route, {
-        method: "POST",
-        headers: { ...bearer(KEYS.app), "content-type": "application/json" },
+      const status = await sendAsApp(stack.url, {
+        path: route,
         body: JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000),
       });
-      await response.body?.cancel();
-      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
       const where = `seed=${seed} case=${i} ${route} model=${
         JSON.stringify(model)
-      } status=${response.status}`;
-      assert.ok(response.status < 500, `server error: ${where}`);
+      } status=${status}`;
+      assert.ok(status < 500, `server error: ${where}`);
       for (const record of stack.sim.records) {
         const acted = record.acted;
         if (acted === undefined) continue;

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { hashPassword } from "../src/auth/password.ts";
 import { issueUserToken } from "../src/auth/jwt_local.ts";
 import { MAX_LOGIN_BODY_BYTES } from "../src/auth/login.ts";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
+import { bearer, KEYS, type Stack, withStackFor } from "./support/harness.ts";
 
 const SECRET = "login-e2e-secret-0123456789abcdef";
 const PASSWORDS = { alice: "alice-correct-horse", bob: "bob-battery-staple" };
@@ -37,18 +37,6 @@ auth:
   token_expiry: 1h
 users:${users.map(userEntry).join("")}
 `;
-}
-
-async function withStack(
-  config: string,
-  fn: (stack: Stack) => Promise<void>,
-): Promise<void> {
-  const stack = await startStack(config);
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
 }
 
 function login(
@@ -92,7 +80,7 @@ function refusalReasons(stack: Stack): unknown[] {
 }
 
 Deno.test("a login's token is accepted on /api/chat and names the user upstream", async () => {
-  await withStack(configWith(["alice", "bob"]), async (stack) => {
+  await withStackFor(configWith(["alice", "bob"]), async (stack) => {
     const before = Date.now();
     const response = await login(stack, {
       username: "alice",
@@ -127,7 +115,7 @@ Deno.test("a login's token is accepted on /api/chat and names the user upstream"
 });
 
 Deno.test("wrong password and unknown user get the same 401", async () => {
-  await withStack(configWith(["alice"]), async (stack) => {
+  await withStackFor(configWith(["alice"]), async (stack) => {
     const wrong = await login(stack, { username: "alice", password: "nope" });
     const unknown = await login(stack, {
       username: "mallory",
@@ -153,7 +141,7 @@ Deno.test("wrong password and unknown user get the same 401", async () => {
 });
 
 Deno.test("failed logins are throttled per username with 429 and Retry-After", async () => {
-  await withStack(configWith(["alice", "bob"]), async (stack) => {
+  await withStackFor(configWith(["alice", "bob"]), async (stack) => {
     for (let attempt = 0; attempt < 5; attempt++) {
       const response = await login(stack, {
         username: "bob",
@@ -186,7 +174,7 @@ Deno.test("failed logins are throttled per username with 429 and Retry-After", a
 });
 
 Deno.test("failed logins are throttled per client address across usernames", async () => {
-  await withStack(configWith(["alice"]), async (stack) => {
+  await withStackFor(configWith(["alice"]), async (stack) => {
     // 20 failures from one address, each on a fresh username (below the
     // per-username limit), lock the address.
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -208,7 +196,7 @@ Deno.test("failed logins are throttled per client address across usernames", asy
 });
 
 Deno.test("a token stops working once its user is removed from the config", async () => {
-  await withStack(configWith(["alice", "bob"]), async (stack) => {
+  await withStackFor(configWith(["alice", "bob"]), async (stack) => {
     const alice = await tokenFor(stack, "alice");
     const bob = await tokenFor(stack, "bob");
     const first = await chat(stack, alice);
@@ -241,7 +229,7 @@ Deno.test("a token stops working once its user is removed from the config", asyn
 });
 
 Deno.test("an expired token and a token signed with another secret are 401", async () => {
-  await withStack(configWith(["alice"]), async (stack) => {
+  await withStackFor(configWith(["alice"]), async (stack) => {
     // Issued by this Butler's secret two hours ago, valid for one hour.
     const expired = await issueUserToken("alice", {
       secret: new TextEncoder().encode(SECRET),
@@ -267,7 +255,7 @@ Deno.test("an expired token and a token signed with another secret are 401", asy
 });
 
 Deno.test("the login route is bounded and strict about its body", async () => {
-  await withStack(configWith(["alice"]), async (stack) => {
+  await withStackFor(configWith(["alice"]), async (stack) => {
     const padding = "x".repeat(MAX_LOGIN_BODY_BYTES);
     const declared = await login(stack, {
       username: "alice",
@@ -311,7 +299,7 @@ clients:
     key: ${KEYS.app}
     allow_models: ["*"]
 `;
-  await withStack(config, async (stack) => {
+  await withStackFor(config, async (stack) => {
     const response = await login(stack, {
       username: "alice",
       password: PASSWORDS.alice,
@@ -323,7 +311,7 @@ clients:
 });
 
 Deno.test("a web page cannot post logins: JSON only, and browser origins must be listed", async () => {
-  await withStack(configWith(["alice"]), async (stack) => {
+  await withStackFor(configWith(["alice"]), async (stack) => {
     const attempts: [Record<string, string>, number][] = [
       // A browser sends these without asking first.
       [{ "content-type": "text/plain" }, 415],

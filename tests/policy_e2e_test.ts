@@ -7,7 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
+import {
+  bearer,
+  KEYS,
+  postJson,
+  type Stack,
+  startStack,
+  withStackFor,
+} from "./support/harness.ts";
 import type { SimOptions, SimRecord } from "./sim/ollama_sim.ts";
 import { type JsonNode, parseJsonAsGo } from "../src/request/go_json.ts";
 
@@ -41,16 +48,11 @@ const CAP = 100;
 
 type Dialect = "native" | "openai" | "anthropic";
 
-async function withStack(
+function withStack(
   fn: (stack: Stack) => Promise<void>,
   sim: SimOptions = {},
 ) {
-  const stack = await startStack(CONFIG, { sim });
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+  return withStackFor(CONFIG, fn, { sim });
 }
 
 function post(
@@ -59,11 +61,7 @@ function post(
   body: unknown,
   key: string = KEYS.app,
 ) {
-  return fetch(stack.url + path, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...bearer(key) },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
+  return postJson(stack, path, { body, headers: bearer(key) });
 }
 
 /** The error message of a refusal, after checking the dialect's shape. */

@@ -6,7 +6,14 @@
 
 import assert from "node:assert/strict";
 import { zstdCompressSync } from "node:zlib";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
+import {
+  bearer,
+  KEYS,
+  postJson,
+  type Stack,
+  startStack,
+  withStackFor,
+} from "./support/harness.ts";
 
 const CONFIG = `
 listen: 127.0.0.1:0
@@ -22,13 +29,8 @@ clients:
     allow_management: true
 `;
 
-async function withStack(fn: (stack: Stack) => Promise<void>) {
-  const stack = await startStack(CONFIG);
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+function withStack(fn: (stack: Stack) => Promise<void>) {
+  return withStackFor(CONFIG, fn);
 }
 
 function post(
@@ -37,11 +39,7 @@ function post(
   body: unknown,
   headers: Record<string, string> = bearer(KEYS.app),
 ) {
-  return fetch(stack.url + path, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
+  return postJson(stack, path, { body, headers });
 }
 
 Deno.test("an allowed chat is forwarded and its answer streams back", async () => {

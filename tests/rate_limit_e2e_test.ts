@@ -6,16 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
-
-async function withStack(config: string, fn: (stack: Stack) => Promise<void>) {
-  const stack = await startStack(config);
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
-}
+import { bearer, KEYS, type Stack, withStackFor } from "./support/harness.ts";
 
 function generate(stack: Stack, key: string) {
   return fetch(stack.url + "/api/generate", {
@@ -37,7 +28,7 @@ clients:
     allow_models: ["llama3.2"]
     rate_limit: 2/sec
 `;
-  await withStack(config, async (stack) => {
+  await withStackFor(config, async (stack) => {
     for (const remaining of ["1", "0"]) {
       const response = await generate(stack, KEYS.app);
       assert.equal(response.status, 200);
@@ -80,7 +71,7 @@ clients:
     allow_models: ["llama3.2"]
     rate_limit: 1/hour
 `;
-  await withStack(config, async (stack) => {
+  await withStackFor(config, async (stack) => {
     const first = await fetch(stack.url + "/api/tags", {
       headers: bearer(KEYS.app),
     });
@@ -162,7 +153,7 @@ clients:
     key: ${KEYS.limited}
     allow_models: ["llama3.2"]
 `;
-  await withStack(config, async (stack) => {
+  await withStackFor(config, async (stack) => {
     const statuses: number[] = [];
     for (const key of [KEYS.app, KEYS.app, KEYS.app, KEYS.limited]) {
       const response = await generate(stack, key);

@@ -9,6 +9,14 @@
 import assert from "node:assert/strict";
 import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
+import {
+  collect,
+  eventually as eventuallyAsync,
+  freePort,
+  MAIN,
+  spawnDeno,
+  waitHealthy,
+} from "./support/butler_process.ts";
 
 function config(options: { name?: string; models?: string } = {}): string {
   return `
@@ -203,14 +211,6 @@ Deno.test("reloads under load: broken and good configs, no failed request", asyn
   }
 });
 
-/** A free loopback port (bound, then released). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 Deno.test("SIGHUP to the process re-reads the config", async () => {
   const sim = await startOllamaSim({ chunks: 1 });
   const dir = await Deno.makeTempDir({ prefix: "butler-reload-" });
@@ -223,28 +223,20 @@ Deno.test("SIGHUP to the process re-reads the config", async () => {
         .replace("listen: 127.0.0.1:0", `listen: 127.0.0.1:${port}`) + extra,
     );
   await write('"llama3.2"');
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-lock",
-      "--allow-all",
-      "--unstable-no-legacy-abort",
-      new URL("../main.ts", import.meta.url).pathname,
-      "--config",
-      configPath,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnDeno([
+    "run",
+    "--no-lock",
+    "--allow-all",
+    "--unstable-no-legacy-abort",
+    MAIN,
+    "--config",
+    configPath,
+  ]);
   const output = collect(child.stdout);
   const errors = collect(child.stderr);
   const url = `http://127.0.0.1:${port}`;
   try {
-    await eventuallyAsync(async () => {
-      const response = await fetch(url + "/healthz").catch(() => undefined);
-      await response?.body?.cancel();
-      return response?.status === 200;
-    });
+    await waitHealthy(url);
     const before = await generate(url);
     assert.equal(before.status, 200);
     await before.body?.cancel();
@@ -274,22 +266,3 @@ Deno.test("SIGHUP to the process re-reads the config", async () => {
     assert.equal(status.code, 0, errors.text());
   }
 });
-
-function collect(stream: ReadableStream<Uint8Array>) {
-  let text = "";
-  const done = (async () => {
-    for await (
-      const chunk of stream.pipeThrough(new TextDecoderStream())
-    ) text += chunk;
-  })();
-  return { text: () => text, done };
-}
-
-/** Polls `check` until it is true (at most 200 times, 50 ms apart). */
-async function eventuallyAsync(check: () => Promise<boolean>) {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error("condition not reached within 10 s");
-}

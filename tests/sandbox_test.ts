@@ -8,43 +8,22 @@
 import assert from "node:assert/strict";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
 import type { ProbeLine } from "./support/sandbox_probe.ts";
+import {
+  flagsBeforeMain,
+  freePort,
+  ROOT,
+  runDeno,
+  spawnDeno,
+} from "./support/butler_process.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const KEY = "sandbox-key-0123456789";
-
-/** A free TCP port on 127.0.0.1 (bound, read, released). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Runs `deno <args>` in the repo and returns its exit code and output. */
-async function deno(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    env,
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
 
 /** The flags of the `deno run …` line `main.ts permissions` prints. */
 async function permissionsLine(
   configPath: string,
   env: Record<string, string>,
 ): Promise<{ run: string; compile: string }> {
-  const result = await deno(
+  const result = await runDeno(
     ["run", "-A", "main.ts", "permissions", "--config", configPath],
     env,
   );
@@ -58,8 +37,7 @@ async function permissionsLine(
 
 /** The words between `deno run|compile` and the program, minus --output. */
 function flagsOf(commandLine: string): string[] {
-  const words = commandLine.trim().split(/\s+/);
-  const flags = words.slice(2, words.indexOf("main.ts"));
+  const flags = flagsBeforeMain(commandLine);
   const output = flags.indexOf("--output");
   if (output >= 0) flags.splice(output, 2);
   return flags;
@@ -77,14 +55,7 @@ interface Child {
 }
 
 function spawn(args: string[], env: Record<string, string>): Child {
-  const process = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const process = spawnDeno(args, env);
   const lines: string[] = [];
   let wake = () => {};
   const reading = (async () => {
@@ -271,7 +242,7 @@ Deno.test("inside the sandbox only the listen address, upstream and config are r
       { sim, configPath, env, secretPath, forbiddenPort, forbiddenAccepted },
     ) => {
       const { run } = await permissionsLine(configPath, env);
-      const result = await deno([
+      const result = await runDeno([
         "run",
         ...flagsOf(run),
         "tests/support/sandbox_probe.ts",

@@ -14,31 +14,14 @@ import {
   requiredPermissions,
   RUNTIME_FLAGS,
 } from "../src/permissions.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-function collect(stream: ReadableStream<Uint8Array>) {
-  let text = "";
-  const done = (async () => {
-    for await (
-      const chunk of stream.pipeThrough(new TextDecoderStream())
-    ) text += chunk;
-  })();
-  return { text: () => text, done };
-}
-
-async function eventually(check: () => Promise<boolean>) {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error("condition not reached within 10 s");
-}
+import {
+  collect,
+  eventually,
+  freePort,
+  MAIN,
+  spawnDeno,
+  waitHealthy,
+} from "./support/butler_process.ts";
 
 /** Starts `main.ts` on a free port with a state file and a 1 s grace. */
 async function startProcess(simUrl: string) {
@@ -67,27 +50,19 @@ clients:
     requiredPermissions(await loadPolicy(configPath)),
   );
   assert.ok(flags.includes(`--allow-write=${dir}/state`), flags.join(" "));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-lock",
-      ...flags,
-      ...RUNTIME_FLAGS,
-      new URL("../main.ts", import.meta.url).pathname,
-      "--config",
-      configPath,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnDeno([
+    "run",
+    "--no-lock",
+    ...flags,
+    ...RUNTIME_FLAGS,
+    MAIN,
+    "--config",
+    configPath,
+  ]);
   const output = collect(child.stdout);
   const errors = collect(child.stderr);
   const url = `http://127.0.0.1:${port}`;
-  await eventually(async () => {
-    const response = await fetch(url + "/healthz").catch(() => undefined);
-    await response?.body?.cancel();
-    return response?.status === 200;
-  });
+  await waitHealthy(url);
   return { child, output, errors, url, dir, stateFile };
 }
 

@@ -8,8 +8,7 @@
 import assert from "node:assert/strict";
 import { bearer, KEYS, startStack, writeConfig } from "./support/harness.ts";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
-
-const ROOT = new URL("../", import.meta.url).pathname;
+import { freePort, runDeno, spawnDeno } from "./support/butler_process.ts";
 
 interface Certificate {
   readonly certPath: string;
@@ -269,46 +268,12 @@ Deno.test("HTTP/2: a chat streams over h2 to curl and to an h2-only Deno client"
   }
 });
 
-/** A free TCP port on 127.0.0.1 (bound, read, released). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Runs `deno <args>` in the repo root and collects its output. */
-async function deno(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    env,
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
 /** Starts `deno <args>` and resolves once it logged `listening`. */
 async function startServing(
   args: string[],
   env: Record<string, string>,
 ): Promise<{ stop(): Promise<string> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnDeno(args, env);
   const stderr = new Response(child.stderr).text();
   let seen = "";
   const reader = child.stdout.pipeThrough(new TextDecoderStream())
@@ -356,7 +321,7 @@ clients:
 `);
   const env = { TLS_TEST_KEY: KEYS.app };
   try {
-    const printed = await deno(
+    const printed = await runDeno(
       ["run", "-A", "main.ts", "permissions", "--config", configPath],
       env,
     );
@@ -375,7 +340,7 @@ clients:
       env,
     );
     try {
-      const health = await deno(
+      const health = await runDeno(
         ["run", ...flags, "main.ts", "healthcheck", "--config", configPath],
         env,
       );
@@ -386,7 +351,7 @@ clients:
       assert.match(log, /"tls":true/);
     }
 
-    const down = await deno(
+    const down = await runDeno(
       ["run", ...flags, "main.ts", "healthcheck", "--config", configPath],
       env,
     );
@@ -408,7 +373,7 @@ Deno.test("healthcheck: a certificate marked CA:TRUE is refused as a server cert
         .replace("127.0.0.1:0", `127.0.0.1:${stack.butler.addr.port}`)
         .replace("{{UPSTREAM}}", stack.sim.url),
     );
-    const health = await deno(
+    const health = await runDeno(
       ["run", "-A", "main.ts", "healthcheck", "--config", configPath],
     );
     assert.equal(health.code, 1);

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { bearer, KEYS, type Stack, startStack } from "./support/harness.ts";
+import { bearer, KEYS, type Stack, withStackFor } from "./support/harness.ts";
 import { countPromptTokens } from "./sim/streams.ts";
 import { startButler } from "../src/serve.ts";
 import { Logger } from "../src/observe/log.ts";
@@ -26,16 +26,11 @@ clients:
     allow_models: ["llama3.2"]
 `;
 
-async function withStack(
+function withStack(
   fn: (stack: Stack) => Promise<void>,
   sim: { chunks?: number; chunkDelayMs?: number } = {},
 ) {
-  const stack = await startStack(CONFIG, { sim });
-  try {
-    await fn(stack);
-  } finally {
-    await stack.close();
-  }
+  return withStackFor(CONFIG, fn, { sim });
 }
 
 function post(stack: Stack, path: string, body: unknown) {

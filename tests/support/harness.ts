@@ -68,6 +68,40 @@ export async function startStack(
   };
 }
 
+/**
+ * Starts a stack for `config` (see `startStack`), runs `fn` on it and
+ * closes the stack afterwards, whether `fn` threw or not.
+ */
+export async function withStackFor(
+  config: string,
+  fn: (stack: Stack) => Promise<void>,
+  options: { sim?: SimOptions } = {},
+): Promise<void> {
+  const stack = await startStack(config, options);
+  try {
+    await fn(stack);
+  } finally {
+    await stack.close();
+  }
+}
+
+/**
+ * POSTs `body` to `stack.url + path` as JSON (a string is sent as it is),
+ * with `content-type: application/json` and the given `headers`.
+ */
+export function postJson(
+  stack: Stack,
+  path: string,
+  options: { body: unknown; headers?: Record<string, string> },
+): Promise<Response> {
+  const { body } = options;
+  return fetch(stack.url + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...options.headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
 /** Test keys: long enough for the config's 16-character rule. */
 export const KEYS = {
   app: "test-key-app-0123456789",
