@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import { chromium } from "npm:playwright-core@1.64.1";
 import { KEYS, startStack } from "./support/harness.ts";
+import { ignoreWithout } from "./support/system_tools.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = new URL("./artifacts/", import.meta.url).pathname;
@@ -169,6 +170,7 @@ interface Seen {
 Deno.test({
   name:
     "browser: a page on an allowed origin streams a chat through Butler; another origin is blocked",
+  ignore: ignoreWithout({ "/usr/bin/chromium": "chromium" }),
   // playwright keeps its connection to the browser process in the
   // background; the browser is closed in `finally`.
   sanitizeOps: false,

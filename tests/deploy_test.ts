@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { parse as parseYaml } from "yaml";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
 import { flagsBeforeMain, freePort, ROOT } from "./support/butler_process.ts";
+import { ignoreWithout } from "./support/system_tools.ts";
 
 const UNIT = `${ROOT}deploy/butler.service`;
 const DOCKER_CONFIG = "deploy/butler.docker.yaml";
@@ -91,7 +92,10 @@ async function unitWithStubBinary(): Promise<string> {
   return path;
 }
 
-Deno.test("systemd: systemd-analyze verify passes on the unit", async () => {
+Deno.test({
+  name: "systemd: systemd-analyze verify passes on the unit",
+  ignore: ignoreWithout({ "systemd-analyze": "systemd" }),
+}, async () => {
   const path = await unitWithStubBinary();
   const verified = await run("systemd-analyze", ["verify", path]);
   assert.equal(verified.code, 0, verified.stderr);
@@ -103,7 +107,10 @@ Deno.test("systemd: systemd-analyze verify passes on the unit", async () => {
   assert.match(original.stderr, /\/usr\/local\/bin\/butler/);
 });
 
-Deno.test("systemd: the unit runs sandboxed, with the JIT left working", async () => {
+Deno.test({
+  name: "systemd: the unit runs sandboxed, with the JIT left working",
+  ignore: ignoreWithout({ "systemd-analyze": "systemd" }),
+}, async () => {
   const settings = serviceSettings(await Deno.readTextFile(UNIT));
   const one = (key: string) => {
     const values = settings.get(key);
@@ -184,7 +191,10 @@ const REFUSED_AND_SURVIVED: Record<string, string> = {
   fchown: "deno run's cache as root only",
 };
 
-Deno.test("systemd: Butler's system calls stay inside the unit's filter", async () => {
+Deno.test({
+  name: "systemd: Butler's system calls stay inside the unit's filter",
+  ignore: ignoreWithout({ "systemd-analyze": "systemd", strace: "strace" }),
+}, async () => {
   const allowed = await syscallGroup("@system-service");
   const denied = new Set([
     ...await syscallGroup("@privileged"),

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { bearer, KEYS, startStack, writeConfig } from "./support/harness.ts";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
 import { freePort, runDeno, spawnDeno } from "./support/butler_process.ts";
+import { ignoreWithout } from "./support/system_tools.ts";
 
 interface Certificate {
   readonly certPath: string;
@@ -89,7 +90,10 @@ function ndjsonLines(text: string): Record<string, unknown>[] {
   return text.trim().split("\n").map((line) => JSON.parse(line));
 }
 
-Deno.test("HTTPS: a chat streams over TLS with a self-signed certificate", async () => {
+Deno.test({
+  name: "HTTPS: a chat streams over TLS with a self-signed certificate",
+  ignore: ignoreWithout({ openssl: "openssl" }),
+}, async () => {
   const certificate = await makeCertificate(["DNS:localhost", "IP:127.0.0.1"]);
   const stack = await startStack(tlsConfig(certificate));
   const client = Deno.createHttpClient({ caCerts: [certificate.cert] });
@@ -118,7 +122,10 @@ Deno.test("HTTPS: a chat streams over TLS with a self-signed certificate", async
   }
 });
 
-Deno.test("HTTPS: a refusal over TLS answers and nothing reaches Ollama", async () => {
+Deno.test({
+  name: "HTTPS: a refusal over TLS answers and nothing reaches Ollama",
+  ignore: ignoreWithout({ openssl: "openssl" }),
+}, async () => {
   const certificate = await makeCertificate(["IP:127.0.0.1"]);
   const stack = await startStack(tlsConfig(certificate));
   const client = Deno.createHttpClient({ caCerts: [certificate.cert] });
@@ -149,7 +156,10 @@ Deno.test("HTTPS: a refusal over TLS answers and nothing reaches Ollama", async 
   }
 });
 
-Deno.test("HTTPS: plain HTTP on the TLS port gets no answer and is not forwarded", async () => {
+Deno.test({
+  name: "HTTPS: plain HTTP on the TLS port gets no answer and is not forwarded",
+  ignore: ignoreWithout({ openssl: "openssl" }),
+}, async () => {
   const certificate = await makeCertificate(["IP:127.0.0.1"]);
   const stack = await startStack(tlsConfig(certificate));
   try {
@@ -174,7 +184,10 @@ Deno.test("HTTPS: plain HTTP on the TLS port gets no answer and is not forwarded
   }
 });
 
-Deno.test("HTTP/2: ALPN offers h2 and http/1.1 on the TLS listener", async () => {
+Deno.test({
+  name: "HTTP/2: ALPN offers h2 and http/1.1 on the TLS listener",
+  ignore: ignoreWithout({ openssl: "openssl" }),
+}, async () => {
   const certificate = await makeCertificate(["IP:127.0.0.1"]);
   const stack = await startStack(tlsConfig(certificate));
   try {
@@ -196,7 +209,10 @@ Deno.test("HTTP/2: ALPN offers h2 and http/1.1 on the TLS listener", async () =>
   }
 });
 
-Deno.test("HTTP/2: a chat streams over h2 to curl and to an h2-only Deno client", async () => {
+Deno.test({
+  name: "HTTP/2: a chat streams over h2 to curl and to an h2-only Deno client",
+  ignore: ignoreWithout({ openssl: "openssl", curl: "curl" }),
+}, async () => {
   const certificate = await makeCertificate(["IP:127.0.0.1"]);
   const stack = await startStack(tlsConfig(certificate));
   const client = Deno.createHttpClient({
@@ -302,7 +318,11 @@ async function startServing(
   return { stop };
 }
 
-Deno.test("permissions: the flags name the certificate and key; Butler serves TLS and passes its healthcheck under them", async () => {
+Deno.test({
+  name:
+    "permissions: the flags name the certificate and key; Butler serves TLS and passes its healthcheck under them",
+  ignore: ignoreWithout({ openssl: "openssl" }),
+}, async () => {
   // A certificate for the name clients use, not for the listen address: the
   // healthcheck checks the chain, not the name.
   const certificate = await makeCertificate(["DNS:butler.example.test"]);
@@ -362,7 +382,11 @@ clients:
   }
 });
 
-Deno.test("healthcheck: a certificate marked CA:TRUE is refused as a server certificate, and says so", async () => {
+Deno.test({
+  name:
+    "healthcheck: a certificate marked CA:TRUE is refused as a server certificate, and says so",
+  ignore: ignoreWithout({ openssl: "openssl" }),
+}, async () => {
   // openssl's default for `req -x509`; rustls (Deno's TLS) refuses it as an
   // end-entity certificate, so the README says to add CA:FALSE.
   const certificate = await makeCertificate(["IP:127.0.0.1"], { ca: true });
