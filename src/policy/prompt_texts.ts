@@ -194,6 +194,27 @@ function openaiChatTexts(body: JsonNode, out: string[]): void {
 }
 
 /**
+ * Message content that is a string or an array of parts: a string is pushed
+ * as a text and the parts are returned; absent or null gives nothing; any
+ * other type is one Ollama refuses.
+ */
+function stringOrParts(
+  content: JsonNode | undefined,
+  path: string,
+  out: string[],
+): readonly JsonNode[] | undefined {
+  if (content === undefined || content.kind === "null") return undefined;
+  if (content.kind === "string") {
+    out.push(content.value);
+    return undefined;
+  }
+  if (content.kind !== "array") {
+    throw new FieldTypeError(path, "string or array", content);
+  }
+  return content.items;
+}
+
+/**
  * OpenAI message content: a string or parts. Parts are decoded by Ollama as
  * `map[string]any`, so their keys are exact; each text part becomes its own
  * message.
@@ -203,16 +224,8 @@ function openaiContent(
   path: string,
   out: string[],
 ): void {
-  if (content === undefined || content.kind === "null") return;
-  if (content.kind === "string") {
-    out.push(content.value);
-    return;
-  }
-  if (content.kind !== "array") {
-    throw new FieldTypeError(path, "string or array", content);
-  }
-
-  content.items.forEach((part, index) => {
+  const parts = stringOrParts(content, path, out);
+  parts?.forEach((part, index) => {
     const partPath = `${path}[${index}]`;
     if (part.kind !== "object") {
       throw new FieldTypeError(partPath, "object", part);
@@ -292,17 +305,10 @@ function responsesContent(
   path: string,
   out: string[],
 ): void {
-  if (content === undefined || content.kind === "null") return;
-  if (content.kind === "string") {
-    out.push(content.value);
-    return;
-  }
-  if (content.kind !== "array") {
-    throw new FieldTypeError(path, "string or array", content);
-  }
-
+  const parts = stringOrParts(content, path, out);
+  if (parts === undefined) return;
   const texts: string[] = [];
-  content.items.forEach((part, index) => {
+  parts.forEach((part, index) => {
     const partPath = `${path}[${index}]`;
     if (part.kind !== "object") {
       throw new FieldTypeError(partPath, "object", part);
@@ -335,15 +341,13 @@ function anthropicTexts(body: JsonNode, out: string[]): void {
     }
     pushRole(out, getString(message, "role", path));
 
-    const content = getField(message, "content", path);
-    if (content === undefined || content.kind === "null") return;
-    if (content.kind === "string") {
-      out.push(content.value);
-    } else if (content.kind === "array") {
-      anthropicBlocks(content.items, `${path}.content`, out);
-    } else {
-      throw new FieldTypeError(`${path}.content`, "string or array", content);
-    }
+    const contentPath = `${path}.content`;
+    const blocks = stringOrParts(
+      getField(message, "content", path),
+      contentPath,
+      out,
+    );
+    if (blocks !== undefined) anthropicBlocks(blocks, contentPath, out);
   });
 
   collectEverything(getField(body, "tools"), out);
