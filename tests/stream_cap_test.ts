@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { StreamCapper } from "../src/forward/stream_cap.ts";
 import type { TapDialect, TokenCounts } from "../src/forward/token_tap.ts";
 import { answerStream } from "../src/forward/answer_stream.ts";
+import { awkwardSplits, concat } from "./support/chunks.ts";
 
 // --- Fixtures, shaped like what Ollama writes ----------------------------
 
@@ -220,33 +221,6 @@ async function runCap(
     cuts,
     upstreamCancelled,
   };
-}
-
-function cut(bytes: Uint8Array, points: number[]): Uint8Array[] {
-  const chunks: Uint8Array[] = [];
-  let start = 0;
-  for (const point of [...points, bytes.length]) {
-    chunks.push(bytes.slice(start, point));
-    start = point;
-  }
-  return chunks;
-}
-
-/** Every way of cutting `bytes` in two, plus one byte at a time. */
-function* awkwardSplits(bytes: Uint8Array): Generator<Uint8Array[]> {
-  yield [bytes.slice()];
-  for (let i = 1; i < bytes.length; i++) yield cut(bytes, [i]);
-  yield cut(bytes, Array.from({ length: bytes.length - 1 }, (_, i) => i + 1));
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 function sseEvents(text: string): { name?: string; data: string }[] {
