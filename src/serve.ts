@@ -207,15 +207,16 @@ export async function startButler(
       saver?.stop();
       await saver?.flush({ always: true });
       log.info("stopped", {});
+      // The log writes asynchronously: whoever exits after this promise
+      // (the signal handler, main) must not lose the last lines.
+      await log.flush();
     })();
     return stopping;
   }
 
   if (options.handleSignals) {
     Deno.addSignalListener("SIGHUP", () => void reload());
-    // The log writes asynchronously: flush it, or the last lines are lost.
-    const stop = () =>
-      void shutdown().then(() => log.flush()).then(() => Deno.exit(0));
+    const stop = () => void shutdown().then(() => Deno.exit(0));
     Deno.addSignalListener("SIGTERM", stop);
     Deno.addSignalListener("SIGINT", stop);
   }
