@@ -231,7 +231,7 @@ Deno.test("upstream killed mid-stream: OpenAI, Anthropic and Responses SSE strea
 
 Deno.test("upstream slow to send headers: waited for up to upstream_timeout, then 504 in dialect", async () => {
   const stack = await startFaultStack({
-    sim: { headerDelayMs: 1500, chunks: 2, chunkDelayMs: 0 },
+    sim: { headerDelayMs: 4000, chunks: 2, chunkDelayMs: 0 },
     upstreamTimeout: "500ms",
   });
   try {
@@ -244,7 +244,9 @@ Deno.test("upstream slow to send headers: waited for up to upstream_timeout, the
     const elapsed = performance.now() - started;
     assert.equal(native.status, 504);
     assert.equal(typeof (await native.json()).error, "string");
-    assert.ok(elapsed >= 450 && elapsed < 1400, `answered after ${elapsed} ms`);
+    // Well before the headers would have come: the timeout answered, with
+    // room for a loaded CI machine.
+    assert.ok(elapsed >= 450 && elapsed < 3000, `answered after ${elapsed} ms`);
 
     const openai = await post(stack.url + "/v1/chat/completions", {
       model: "llama3.2",
@@ -290,7 +292,8 @@ Deno.test("upstream refusing connections: 502 at once", async () => {
         typeof body.error === "string" ||
           typeof body.error.message === "string",
       );
-      assert.ok(elapsed < 1000, `502 after ${elapsed} ms`);
+      // At once: no waiting out upstream_timeout (10 s here).
+      assert.ok(elapsed < 2500, `502 after ${elapsed} ms`);
     }
     assert.ok(
       stack.logs.some((l) =>
