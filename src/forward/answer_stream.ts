@@ -63,7 +63,10 @@ export interface AnswerStreamOptions {
    * swallowed: accounting must not break the client's stream.
    */
   readonly onEnd: (end: AnswerEnd) => void;
-  /** Size of the reused read buffer (default 16 KiB). */
+  /**
+   * Size of the reused read buffer at first (default 4 KiB; it grows while
+   * reads fill it), see {@linkcode CompactReader}.
+   */
   readonly bufferBytes?: number;
 }
 
