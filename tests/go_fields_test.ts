@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseJsonAsGo, serializeJson } from "../src/request/go_json.ts";
 import {
   FieldConflictError,
+  FieldSpellingError,
   FieldTypeError,
   getArray,
   getBool,
@@ -210,4 +211,26 @@ Deno.test("setMapEntry removes exact duplicates only", () => {
     value: 100,
   });
   assert.equal(serializeJson(set), '{"NUM_PREDICT":2,"num_predict":100}');
+});
+
+Deno.test("a key that reaches a field only through ı or İ is refused", () => {
+  for (const key of ["opt\u0131ons", "OPT\u0130ONS", "\u0131mages"]) {
+    const field = key.toLowerCase().includes("mages") ? "images" : "options";
+    const body = parse(`{"${key}":{"num_predict":10}}`);
+    assert.throws(
+      () => getField(body, field),
+      (error: unknown) =>
+        error instanceof FieldSpellingError && error.field === field &&
+        error.message.includes(JSON.stringify(key)),
+    );
+    // Writing the field cannot leave it behind for Ollama to read either.
+    assert.throws(
+      () => setField(body, field, { kind: "null" }),
+      FieldSpellingError,
+    );
+  }
+  // Elsewhere the letters are ordinary: a value, or a key of another field.
+  const body = parse('{"model":"\u0131","x\u0131":1}');
+  assert.equal(getString(body, "model"), "\u0131");
+  assert.equal(getField(body, "other"), undefined);
 });

@@ -8,6 +8,7 @@ import {
   GENERATE_REQUEST,
   goFoldName,
   intOption,
+  setFoldReading,
 } from "./sim/go_decode.ts";
 import { parseModelRef, resolveModelRef } from "./sim/model_ref.ts";
 import {
@@ -77,6 +78,14 @@ Deno.test("go fold: long s, Kelvin sign, dotless and dotted I fold to ASCII", ()
   assert.equal(goFoldName("\u212Aeep_alive"), "KEEP_ALIVE");
   assert.equal(goFoldName("ınput"), "INPUT");
   assert.equal(goFoldName("İnput"), "INPUT");
+  const previous = setFoldReading("go");
+  try {
+    assert.equal(goFoldName("ınput"), "\u0131NPUT");
+    assert.equal(goFoldName("İnput"), "\u0130NPUT");
+    assert.equal(goFoldName("meſſages"), "MESSAGES");
+  } finally {
+    setFoldReading(previous);
+  }
   assert.equal(goFoldName("ß"), "ß");
 });
 

@@ -15,6 +15,7 @@ import type { RouteMatch } from "../routes/table.ts";
 import type { JsonNode } from "../request/go_json.ts";
 import {
   FieldConflictError,
+  FieldSpellingError,
   FieldTypeError,
   getBool,
   getString,
@@ -121,6 +122,9 @@ export function decide(
   } catch (error) {
     if (error instanceof FieldConflictError) {
       return refuse(400, "conflicting_fields", error.message);
+    }
+    if (error instanceof FieldSpellingError) {
+      return refuse(400, "ambiguous_field_name", error.message);
     }
     if (error instanceof FieldTypeError) {
       return refuse(400, "bad_field_type", error.message);

@@ -51,20 +51,43 @@ export class FieldTypeError extends Error {
 }
 
 /**
+ * A key spelled with the dotted capital `İ` (U+0130) or the dotless `ı`
+ * (U+0131) that lands on a field under one reading of Go's folding and not
+ * under the other.
+ */
+export class FieldSpellingError extends Error {
+  /** The field, with its path, e.g. `options`. */
+  readonly field: string;
+
+  /** Builds the error for `field`, named by `key` in the body. */
+  constructor(field: string, key: string) {
+    super(
+      `${field}: the key ${JSON.stringify(key)} spells the field with a ` +
+        `dotted or dotless i (U+0130, U+0131), which Go may or may not read ` +
+        `as this field; spell it with ASCII letters`,
+    );
+    this.name = "FieldSpellingError";
+    this.field = field;
+  }
+}
+
+/**
  * Folds an object key the way Go matches it to a struct field, for comparing
  * with an ASCII field name.
  *
- * Go ≥ 1.21 (`encoding/json/fold.go`) upper-cases ASCII letters and replaces
- * every other rune by the smallest rune of its `unicode.SimpleFold` orbit;
- * the only non-ASCII runes whose orbit holds an ASCII letter are the long s
- * `ſ` (U+017F, with `s`) and the Kelvin sign (U+212A, with `k`). Ollama's
- * own notes describe the fold as `upper(lower(c))`, which would also send
- * the dotted capital `İ` (U+0130) and the dotless `ı` (U+0131) to `i`. This
- * fold accepts both readings (fail-closed: a key either rule lands on a
- * field is treated as that field): ASCII letters are lower-cased and those
- * four code points mapped to `s`, `k`, `i`, `i`. Any other non-ASCII code
- * point is left as is; it cannot fold onto an ASCII letter under either rule,
- * and every field name Butler reads is ASCII.
+ * Go (`encoding/json/fold.go`) upper-cases ASCII letters and replaces every
+ * other rune by the smallest rune of its `unicode.SimpleFold` orbit; the only
+ * non-ASCII runes whose orbit holds an ASCII letter are the long s `ſ`
+ * (U+017F, with `s`) and the Kelvin sign (U+212A, with `k`). The shared
+ * Ollama notes describe the fold as `upper(lower(c))`, which would also send
+ * the dotted capital `İ` (U+0130) and the dotless `ı` (U+0131) to `i`, while
+ * Go's tables leave those two alone. This fold maps them to `i` so that such
+ * a key is found, and {@linkcode getField} and {@linkcode setField} then
+ * refuse it ({@linkcode FieldSpellingError}): taking it as the field would be
+ * wrong under Go's reading and ignoring it wrong under the notes', so only a
+ * refusal is safe under both. ASCII letters are lower-cased; any other
+ * non-ASCII code point is left as is, since it cannot fold onto an ASCII
+ * letter under either rule and every field name Butler reads is ASCII.
  *
  * @example
  * ```ts
@@ -109,8 +132,7 @@ export function getField(
   name: string,
   path?: string,
 ): JsonNode | undefined {
-  const folded = goFoldKey(name);
-  return lastAgreeing(node, name, path, (key) => goFoldKey(key) === folded);
+  return lastAgreeing(node, name, path, foldsTo(name, path));
 }
 
 /**
@@ -202,9 +224,29 @@ export function setField(
   name: string,
   value: JsonNode,
 ): JsonNode {
-  const folded = goFoldKey(name);
-  return replaceEntries(node, name, value, (key) => goFoldKey(key) === folded);
+  return replaceEntries(node, name, value, foldsTo(name, undefined));
 }
+
+/**
+ * Whether a key lands on field `name`; throws {@linkcode FieldSpellingError}
+ * for a key that does only by a dotted or dotless i.
+ */
+function foldsTo(
+  name: string,
+  path: string | undefined,
+): (key: string) => boolean {
+  const folded = goFoldKey(name);
+  return (key) => {
+    if (goFoldKey(key) !== folded) return false;
+    if (AMBIGUOUS_I.test(key)) {
+      throw new FieldSpellingError(fieldPath(path, name), key);
+    }
+    return true;
+  };
+}
+
+/** The two code points whose folding Go and the shared notes disagree on. */
+const AMBIGUOUS_I = /[\u0130\u0131]/;
 
 /** A new object node with every exact `key` removed, then `[key, value]` appended. */
 export function setMapEntry(

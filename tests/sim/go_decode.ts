@@ -329,10 +329,32 @@ export function unmarshalWhole(input: Uint8Array | string): GoNode {
 // Go's case fold for struct field names.
 
 /**
+ * Which fold the simulator applies to the dotted capital `İ` (U+0130) and
+ * the dotless `ı` (U+0131), the two runes on which readings of Go differ:
+ * `notes` (the shared Ollama notes: `upper(lower(r))`, so both fold to `I`)
+ * or `go` (Go's `unicode.SimpleFold` orbits, in which both fold only to
+ * themselves). Every other rune folds the same under both.
+ */
+export type FoldReading = "notes" | "go";
+
+let foldReading: FoldReading = "notes";
+
+/**
+ * Sets the fold reading for every decode in this process and returns the
+ * previous one (tests run a body under both and restore it).
+ */
+export function setFoldReading(reading: FoldReading): FoldReading {
+  const previous = foldReading;
+  foldReading = reading;
+  return previous;
+}
+
+/**
  * Folds a key the way Go's `encoding/json` does before comparing it to a
  * field name: ASCII letters to upper case, every other rune to
  * `unicode.ToUpper(unicode.ToLower(r))` with simple (one-rune) mappings.
- * So `ſ` folds to `S`, the Kelvin sign to `K`, `ı` and `İ` to `I`.
+ * So `ſ` folds to `S`, the Kelvin sign to `K`, and under the `notes`
+ * reading (the default, see {@linkcode setFoldReading}) `ı` and `İ` to `I`.
  */
 export function goFoldName(name: string): string {
   let out = "";
@@ -340,6 +362,10 @@ export function goFoldName(name: string): string {
     const cp = ch.codePointAt(0)!;
     if (cp < 0x80) {
       out += cp >= 0x61 && cp <= 0x7a ? String.fromCharCode(cp - 32) : ch;
+      continue;
+    }
+    if ((cp === 0x130 || cp === 0x131) && foldReading === "go") {
+      out += ch;
       continue;
     }
     out += simpleUpper(simpleLower(ch));
