@@ -44,13 +44,14 @@ const CASES: Array<[string | undefined, ApplyKeepAliveOptions, Expected]> = [
   ["600", refuse600, "unchanged"],
   ["599.999", refuse600, "unchanged"],
   ['"9m59.5s"', refuse600, "unchanged"],
-  ['".5s"', refuse600, "unchanged"],
+  ['"1.5s"', refuse600, "unchanged"],
+  ['"1s"', refuse600, "unchanged"],
   ['"5.s"', refuse600, "unchanged"],
   ['"+5m"', refuse600, "unchanged"],
   ['"1h"', { ...refuse600, maxKeepAliveSeconds: 3600 }, "unchanged"],
-  ['"5µs"', refuse600, "unchanged"], // micro sign U+00B5
-  ['"5μs"', refuse600, "unchanged"], // Greek mu U+03BC
-  ['"5us"', refuse600, "unchanged"],
+  ['"5000000µs"', refuse600, "unchanged"], // micro sign U+00B5
+  ['"5000000μs"', refuse600, "unchanged"], // Greek mu U+03BC
+  ['"5000000us"', refuse600, "unchanged"],
   ['"1m30s500ms"', refuse600, "unchanged"],
   // Over the cap.
   ['"10m0.000000001s"', refuse600, OVER],
@@ -93,6 +94,18 @@ const CASES: Array<[string | undefined, ApplyKeepAliveOptions, Expected]> = [
   ['"+0"', refuse600, UNLOAD],
   ['"0.0h"', refuse600, UNLOAD],
   ['"0h0m"', refuse600, UNLOAD],
+  // Under a second, the model is gone a moment after the request: the same.
+  ['"1ns"', refuse600, {
+    reason: "unload_needs_management",
+    message: 'keep_alive "1ns" unloads the model (anything under 1 s does), ' +
+      "which needs the allow_management permission",
+  }],
+  ["1e-9", refuse600, UNLOAD],
+  ['".5s"', refuse600, UNLOAD],
+  ['"5µs"', clamp600, UNLOAD],
+  ['"999ms"', noCap, UNLOAD],
+  ["0.999999999", refuse600, UNLOAD],
+  ['"999ms"', manager, "unchanged"],
   ["0", manager, "unchanged"],
   ['"0s"', { ...noCap, allowManagement: true }, "unchanged"],
   // Values Ollama cannot read.

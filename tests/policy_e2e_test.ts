@@ -299,6 +299,19 @@ const NATIVE_EVASIONS: Evasion[] = [
     body: '"optionſ":{"num_predict":500}}',
     expect: 400,
   },
+  // Go's tables leave ı and İ alone ("optıons" is then an unknown key and
+  // num_predict absent); the shared notes fold them to i. Under the cap, the
+  // value would pass under one reading and be missing under the other.
+  {
+    name: "dotless optıons under the cap",
+    body: '"opt\u0131ons":{"num_predict":10}}',
+    expect: 400,
+  },
+  {
+    name: "dotted optİons under the cap",
+    body: '"opt\u0130ons":{"num_predict":10}}',
+    expect: 400,
+  },
   // Option keys are exact: NUM_PREDICT is an unknown option to Ollama, so
   // num_predict is absent and the cap must still be written in.
   { name: "NUM_PREDICT", body: '"options":{"NUM_PREDICT":500}}', expect: CAP },
@@ -752,6 +765,8 @@ Deno.test("keep_alive: capped, forever lowered or refused, unload needs manageme
       { name: "forever -1m", key: KEYS.app, keepAlive: "-1m", status: 400 },
       { name: "unload 0", key: KEYS.app, keepAlive: 0, status: 403 },
       { name: "unload 0s", key: KEYS.app, keepAlive: "0s", status: 403 },
+      { name: "unload 1ns", key: KEYS.app, keepAlive: "1ns", status: 403 },
+      { name: "unload 1e-9", key: KEYS.app, keepAlive: 1e-9, status: 403 },
       {
         name: "unreadable",
         key: KEYS.app,

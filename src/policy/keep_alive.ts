@@ -15,7 +15,9 @@
  *
  * A duration of zero (`0`, `"0s"`, `-0`, or a number of seconds so small it
  * is 0 ns) unloads the model: after the request, or at once when the prompt
- * or `messages` is empty. A number of seconds too large for Go's int64
+ * or `messages` is empty. A positive duration under a second (`"1ns"`,
+ * `1e-9`) unloads it just the same a moment later, so Butler treats every
+ * keep_alive under {@linkcode UNLOAD_BELOW_SECONDS} as unloading. A number of seconds too large for Go's int64
  * nanoseconds converts to a platform-defined value (negative on amd64,
  * which also unloads), so it is refused as unreadable.
  *
@@ -59,6 +61,13 @@ type KeepAlive =
   | { kind: "unreadable"; why: string };
 
 const NS_PER_SECOND = 1_000_000_000;
+
+/**
+ * A keep_alive shorter than this many seconds counts as unloading the model:
+ * it is gone before anyone else could use it.
+ */
+export const UNLOAD_BELOW_SECONDS = 1;
+const UNLOAD_BELOW_NS = BigInt(UNLOAD_BELOW_SECONDS * NS_PER_SECOND);
 const INT64_LIMIT = 2n ** 63n;
 const UNIT_NANOSECONDS: Readonly<Record<string, bigint>> = {
   "ns": 1n,
@@ -73,8 +82,8 @@ const UNIT_NANOSECONDS: Readonly<Record<string, bigint>> = {
 const MAX_SHOWN_VALUE = 32;
 
 /**
- * Applies the keep_alive rules to a native request body: a zero duration
- * (unload) needs `allowManagement`; forever or longer than
+ * Applies the keep_alive rules to a native request body: a zero duration or
+ * one under a second (unload) needs `allowManagement`; forever or longer than
  * `maxKeepAliveSeconds` is refused or lowered to the cap; a value Ollama
  * cannot read is refused.
  *
@@ -114,15 +123,20 @@ export function applyKeepAlive(
     };
   }
 
-  // 2. Zero unloads the model.
-  if (keepAlive.kind === "duration" && keepAlive.nanoseconds === 0n) {
+  // 2. Zero unloads the model, and so, a moment later, does anything under
+  // a second.
+  if (
+    keepAlive.kind === "duration" && keepAlive.nanoseconds < UNLOAD_BELOW_NS
+  ) {
     if (options.allowManagement) return { kind: "unchanged" };
     return {
       kind: "refused",
       reason: "unload_needs_management",
-      message: `keep_alive ${
-        shown(node)
-      } unloads the model, which needs the allow_management permission`,
+      message: `keep_alive ${shown(node)} unloads the model${
+        keepAlive.nanoseconds === 0n
+          ? ""
+          : ` (anything under ${UNLOAD_BELOW_SECONDS} s does)`
+      }, which needs the allow_management permission`,
     };
   }
 
