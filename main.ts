@@ -13,7 +13,7 @@
 
 import { loadPolicy } from "./src/config/load.ts";
 import { ConfigError } from "./src/config/errors.ts";
-import { startButler } from "./src/serve.ts";
+import { startButler, StartupError } from "./src/serve.ts";
 import { StateFileError } from "./src/policy/budget_store.ts";
 import { describePolicy } from "./src/describe.ts";
 import { probeHealth } from "./src/observe/healthcheck.ts";
@@ -157,7 +157,7 @@ if (import.meta.main) {
       console.error(`butler: invalid config:\n${error.message}`);
       Deno.exit(1);
     }
-    if (error instanceof StateFileError) {
+    if (error instanceof StateFileError || error instanceof StartupError) {
       console.error(`butler: ${error.message}`);
       Deno.exit(1);
     }

@@ -28,6 +28,22 @@ import {
 } from "./policy/budget_store.ts";
 import { VERSION } from "./version.ts";
 
+/**
+ * Butler cannot start: its listen address or a TLS file cannot be used. The
+ * message names the config field, its value and what is wrong.
+ */
+export class StartupError extends Error {
+  /** The config field, e.g. `listen` or `tls.cert`. */
+  readonly field: string;
+
+  /** Builds the error for `field`, whose `value` has `problem`. */
+  constructor(field: string, value: string, problem: string) {
+    super(`${field} ${value}: ${problem}`);
+    this.name = "StartupError";
+    this.field = field;
+  }
+}
+
 /** A running Butler. */
 export interface RunningButler {
   /** The address it listens on. */
@@ -123,24 +139,27 @@ export async function startButler(
   await logPermissions(policy, log);
   const saver = await startSavingUsage(policy, { budgets, log });
 
-  const tls = policy.tls === undefined ? {} : {
-    cert: await Deno.readTextFile(policy.tls.certPath),
-    key: await Deno.readTextFile(policy.tls.keyPath),
-  };
+  let tls = {};
+  let server: Deno.HttpServer;
   let listening: (addr: Deno.NetAddr) => void;
   const listened = new Promise<Deno.NetAddr>((resolve) => listening = resolve);
-  const server = Deno.serve({
-    hostname: policy.listen.hostname,
-    port: options.port ?? policy.listen.port,
-    ...tls,
-    onListen: (addr) => listening(addr as Deno.NetAddr),
-    onError: (error) => {
-      log.error("internal error", {
-        error: error instanceof Error ? error.message : String(error),
-      });
-      return new Response("internal error", { status: 500 });
-    },
-  }, handler);
+  try {
+    if (policy.tls !== undefined) {
+      tls = {
+        cert: await readTlsFile("tls.cert", policy.tls.certPath),
+        key: await readTlsFile("tls.key", policy.tls.keyPath),
+      };
+    }
+    server = serveOn(policy, options, tls, {
+      onListen: (addr) => listening(addr),
+      handler,
+      log,
+    });
+  } catch (error) {
+    saver?.stop();
+    throw error;
+  }
+
   const addr = await listened;
   log.info("listening", {
     address: `${addr.hostname}:${addr.port}`,
@@ -224,6 +243,85 @@ export async function startButler(
   // Finished means stopped for good: the usage is saved too.
   const finished = server.finished.then(() => stopping);
   return { addr, reload, shutdown, finished };
+}
+
+/**
+ * Serves `handler` on the config's listen address. An address that cannot
+ * be listened on is a {@linkcode StartupError} naming it; a missing network
+ * permission stays `NotCapable`.
+ */
+function serveOn(
+  policy: Policy,
+  options: StartOptions,
+  tls: { cert?: string; key?: string },
+  serving: {
+    onListen: (addr: Deno.NetAddr) => void;
+    handler: Deno.ServeHandler<Deno.NetAddr>;
+    log: Logger;
+  },
+): Deno.HttpServer {
+  const hostname = policy.listen.hostname;
+  const port = options.port ?? policy.listen.port;
+  try {
+    return Deno.serve({
+      hostname,
+      port,
+      ...tls,
+      onListen: (addr) => serving.onListen(addr as Deno.NetAddr),
+      onError: (error) => {
+        serving.log.error("internal error", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+        return new Response("internal error", { status: 500 });
+      },
+    }, serving.handler);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const where = hostname.includes(":")
+      ? `[${hostname}]:${port}`
+      : `${hostname}:${port}`;
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new StartupError(
+        "listen",
+        where,
+        "the address is already in use (is another Butler running?)",
+      );
+    }
+    if (
+      policy.tls !== undefined &&
+      !(error instanceof Deno.errors.AddrNotAvailable ||
+        error instanceof Deno.errors.PermissionDenied)
+    ) {
+      throw new StartupError(
+        "tls",
+        `${policy.tls.certPath}, ${policy.tls.keyPath}`,
+        `the certificate and key cannot be used (${describeError(error)})`,
+      );
+    }
+    throw new StartupError(
+      "listen",
+      where,
+      `cannot be listened on (${describeError(error)})`,
+    );
+  }
+}
+
+/** Reads a TLS certificate or key; a file that cannot be read is a `StartupError`. */
+async function readTlsFile(field: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    throw new StartupError(
+      field,
+      path,
+      `cannot be read (${describeError(error)})`,
+    );
+  }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**

@@ -318,3 +318,65 @@ Deno.test("usage: --help and --version exit 0, unknown arguments exit 2", async 
     assert.match(ran.stderr, /usage: butler \[command\] \[--config <path>\]/);
   }
 });
+
+Deno.test("serve: a listen address in use or an unreadable TLS file stops startup with one line naming it", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  try {
+    const inUse = await butler([
+      "--config",
+      await writeConfig(`
+listen: 127.0.0.1:${port}
+upstream: http://127.0.0.1:11434
+clients:
+  - name: a
+    key: busy-key-0123456789
+    allow_models: ["*"]
+`),
+    ]);
+    assert.equal(inUse.code, 1, inUse.stderr);
+    assert.equal(
+      inUse.stderr.trim(),
+      `butler: listen 127.0.0.1:${port}: the address is already in use ` +
+        "(is another Butler running?)",
+    );
+  } finally {
+    taken.close();
+  }
+
+  const dir = await Deno.makeTempDir({ prefix: "butler-cli-tls-" });
+  try {
+    const missing = `${dir}/missing.pem`;
+    const garbage = `${dir}/garbage.pem`;
+    await Deno.writeTextFile(garbage, "not a certificate\n");
+    const config = (cert: string) =>
+      writeConfig(`
+listen: 127.0.0.1:${freePort()}
+upstream: http://127.0.0.1:11434
+tls:
+  cert: ${cert}
+  key: ${garbage}
+clients:
+  - name: a
+    key: tls-key-0123456789ab
+    allow_models: ["*"]
+`);
+    const unreadable = await butler(["--config", await config(missing)]);
+    assert.equal(unreadable.code, 1, unreadable.stderr);
+    assert.match(
+      unreadable.stderr.trim(),
+      new RegExp(`^butler: tls\\.cert ${missing}: cannot be read \\(.+\\)$`),
+    );
+    const unusable = await butler(["--config", await config(garbage)]);
+    assert.equal(unusable.code, 1, unusable.stderr);
+    assert.match(
+      unusable.stderr.trim(),
+      /^butler: tls .*garbage\.pem.*: the certificate and key cannot be used \(.+\)$/,
+    );
+    for (const run of [unreadable, unusable]) {
+      assert.doesNotMatch(run.stderr, /Uncaught|\n\s+at /);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
