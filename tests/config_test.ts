@@ -399,6 +399,65 @@ Deno.test("unknown fields are named with a hint", async () => {
   ]);
 });
 
+Deno.test("fields of the top level or auth placed in a client, user or role say where they belong", async () => {
+  const lines = await errorLines(yaml(
+    ...MINIMAL,
+    "    listen: 127.0.0.1:9000",
+    "    jwt_secret: x",
+    "users:",
+    "  - name: alice",
+    "    password_hash: x",
+    "    upstream: http://127.0.0.1:1",
+    "role_policies:",
+    "  admin:",
+    "    mode: api_key",
+  ));
+  assert.deepEqual(lines.filter((line) => line.includes("unknown field")), [
+    'butler.yaml:5: clients[0].listen: unknown field "listen"; it belongs at the top level',
+    'butler.yaml:6: clients[0].jwt_secret: unknown field "jwt_secret"; it belongs under "auth"',
+    'butler.yaml:10: users[0].upstream: unknown field "upstream"; it belongs at the top level',
+    'butler.yaml:13: role_policies.admin.mode: unknown field "mode"; it belongs under "auth"',
+  ]);
+});
+
+Deno.test("a broken clients list is not also reported as missing", async () => {
+  const asMap = await errorLines(yaml(
+    "upstream: http://127.0.0.1:11434",
+    "clients:",
+    "  local: {}",
+  ));
+  assert.deepEqual(asMap, [
+    "butler.yaml:3: clients: expected a list, got a map",
+  ]);
+
+  const bomb = await errorLines(yaml(
+    "upstream: http://127.0.0.1:11434",
+    "a: &a [x, x, x, x, x, x, x, x, x, x]",
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]",
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]",
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]",
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]",
+    "clients: [*e, *e]",
+  ));
+  assert.ok(
+    bomb.some((line) => line.includes("expands to more than 100000 values")),
+    bomb.join("\n"),
+  );
+  assert.ok(
+    !bomb.some((line) => line.includes("needs at least one client")),
+    bomb.join("\n"),
+  );
+});
+
+Deno.test("a second YAML document is named as such", async () => {
+  const lines = await errorLines(yaml(...MINIMAL, "---", "listen: x"));
+  assert.deepEqual(lines, [
+    "butler.yaml:5: YAML: a second document starts here (---); the config " +
+    "is one document, so remove the separator and what follows or merge it " +
+    "into the first",
+  ]);
+});
+
 Deno.test("wrong types name the expected type and the value", async () => {
   const lines = await errorLines(yaml(
     ...MINIMAL,

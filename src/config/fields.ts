@@ -46,6 +46,11 @@ export type ConfigNode = ConfigScalar | ConfigMap | ConfigList;
 /** Collects issues while the config is walked. */
 export class IssueCollector {
   readonly issues: ConfigIssue[] = [];
+  /**
+   * Set when the file expanded past the value limit and the tree was cut:
+   * fields past the cut read as absent, so "missing" is not reported.
+   */
+  truncated = false;
 
   /** Records a problem at `path`, on `line` when known. */
   add(path: string, line: number | undefined, message: string): void {
@@ -143,7 +148,8 @@ export class FieldReader {
 
   /**
    * Opens `node` at `path`, reporting every field not in `known`. `elsewhere`
-   * maps a misplaced field name to where it belongs, for a better hint.
+   * maps a misplaced field name to where it belongs (`under "auth"`, `at the
+   * top level`), for a better hint.
    */
   constructor(
     node: ConfigMap,
@@ -164,7 +170,7 @@ export class FieldReader {
       const home = options.elsewhere?.[name];
       const guess = closestField(name, options.known);
       const hint = home !== undefined
-        ? `; it belongs under "${home}"`
+        ? `; it belongs ${home}`
         : guess !== undefined
         ? `; did you mean "${guess}"?`
         : "";

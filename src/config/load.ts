@@ -61,6 +61,9 @@ export async function loadPolicy(
   try {
     text = await Deno.readTextFile(path);
   } catch (error) {
+    // A missing --allow-read is a permission problem, not a config one: the
+    // command line says so and points at `permissions`.
+    if (error instanceof Deno.errors.NotCapable) throw error;
     const reason = error instanceof Error ? error.message : String(error);
     throw new ConfigError(path, [{
       path: "",
@@ -155,7 +158,11 @@ function parseConfigTree(
     options.issues.add(
       "",
       lines.linePos(problem.pos[0]).line,
-      `YAML: ${withoutSourceText(problem.message)}`,
+      problem.code === "MULTIPLE_DOCS"
+        ? "YAML: a second document starts here (---); the config is one " +
+          "document, so remove the separator and what follows or merge it " +
+          "into the first"
+        : `YAML: ${withoutSourceText(problem.message)}`,
     );
     return undefined;
   }
@@ -203,6 +210,7 @@ function convert(
 ): ConfigNode {
   context.nodes += 1;
   if (context.nodes === MAX_NODES + 1) {
+    context.issues.truncated = true;
     context.issues.add(
       at.path,
       at.line,

@@ -81,14 +81,29 @@ const AUTH_MODES: readonly AuthMode[] = [
 
 /** Hints for top-level fields that belong somewhere else. */
 const MISPLACED: Readonly<Record<string, string>> = {
-  ...Object.fromEntries(AUTH_FIELDS.map((name) => [name, "auth"])),
-  ...Object.fromEntries(OIDC_FIELDS.map((name) => [name, "auth.oidc"])),
+  ...Object.fromEntries(AUTH_FIELDS.map((name) => [name, 'under "auth"'])),
   ...Object.fromEntries(
-    SUBJECT_FIELDS.map((name) => [name, "each client, user or role policy"]),
+    OIDC_FIELDS.map((name) => [name, 'under "auth.oidc"']),
   ),
-  bearer: "metrics",
-  cert: "tls",
-  allow_origins: "cors",
+  ...Object.fromEntries(
+    SUBJECT_FIELDS.map((name) => [name, "in each client, user or role policy"]),
+  ),
+  bearer: 'under "metrics"',
+  cert: 'under "tls"',
+  allow_origins: 'under "cors"',
+};
+
+/**
+ * Hints for fields in a client, user or role policy that belong at the top
+ * level or under `auth`.
+ */
+const MISPLACED_IN_SUBJECT: Readonly<Record<string, string>> = {
+  ...Object.fromEntries(
+    TOP_FIELDS.filter((name) => !SUBJECT_FIELDS.includes(name)).map(
+      (name) => [name, "at the top level"],
+    ),
+  ),
+  ...Object.fromEntries(AUTH_FIELDS.map((name) => [name, 'under "auth"'])),
 };
 
 const MIN_KEY_LENGTH = 16;
@@ -325,7 +340,9 @@ function readAuth(top: FieldReader, issues: IssueCollector): AuthReading {
 }
 
 function oidcHints(): Record<string, string> {
-  return Object.fromEntries(OIDC_FIELDS.map((name) => [name, "auth.oidc"]));
+  return Object.fromEntries(
+    OIDC_FIELDS.map((name) => [name, 'under "auth.oidc"']),
+  );
 }
 
 function readOidc(fields: FieldReader): OidcSettings | undefined {
@@ -403,6 +420,7 @@ function readClients(
       path,
       known: CLIENT_FIELDS,
       issues,
+      elsewhere: MISPLACED_IN_SUBJECT,
     });
 
     const name = readName(fields, names) ?? "";
@@ -516,7 +534,12 @@ function readUsers(top: FieldReader, issues: IssueCollector): UserPolicy[] {
       );
       return;
     }
-    const fields = new FieldReader(node, { path, known: USER_FIELDS, issues });
+    const fields = new FieldReader(node, {
+      path,
+      known: USER_FIELDS,
+      issues,
+      elsewhere: MISPLACED_IN_SUBJECT,
+    });
 
     const name = readName(fields, names) ?? "";
     const passwordHash = fields.string("password_hash", {
@@ -582,6 +605,7 @@ function readSubjectMap(
       path,
       known: SUBJECT_FIELDS,
       issues,
+      elsewhere: MISPLACED_IN_SUBJECT,
     });
     policies.set(key, readSubjectPolicy(fields, issues));
   }
@@ -608,7 +632,13 @@ function checkAuthSources(
     issues.add(path, auth.modeLine, `${modeName} needs ${what}`);
   }
 
-  if (mode === "api_key" && clients === 0) {
+  // A clients list already reported as broken (a map, an alias bomb) is not
+  // also "missing".
+  const clientsReported = issues.truncated ||
+    issues.issues.some((issue) =>
+      issue.path === "clients" || issue.path.startsWith("clients[")
+    );
+  if (mode === "api_key" && clients === 0 && !clientsReported) {
     needs("clients", "at least one client");
   }
   if (mode === "jwt_standalone") {
