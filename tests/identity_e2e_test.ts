@@ -158,12 +158,20 @@ Deno.test("a client that acts for people needs its key and a user token", async 
 Deno.test("a request for a person must pass the client's and the person's policy", async () => {
   await withStack(async (stack, tokens) => {
     const forCarol = { ...bearer(KEYS.app), [USER_TOKEN]: tokens.carol };
-    // The client allows qwen2.5, carol does not.
-    assert.equal(await statusOf(generate(stack, "qwen2.5", forCarol)), 403);
+    // The client allows qwen2.5, carol does not: the message says whose
+    // policy refused it.
+    const userSaysNo = await generate(stack, "qwen2.5", forCarol);
+    assert.equal(userSaysNo.status, 403);
+    assert.match(
+      (await userSaysNo.json()).error,
+      /^model 'qwen2\.5:latest' is not allowed for this user$/,
+    );
     // Carol allows nomic-embed-text, the client does not.
-    assert.equal(
-      await statusOf(generate(stack, "nomic-embed-text", forCarol)),
-      403,
+    const clientSaysNo = await generate(stack, "nomic-embed-text", forCarol);
+    assert.equal(clientSaysNo.status, 403);
+    assert.match(
+      (await clientSaysNo.json()).error,
+      /is not allowed for this client$/,
     );
     assert.equal(stack.sim.records.length, 0);
     // Both allow llama3.2.

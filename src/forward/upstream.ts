@@ -74,9 +74,25 @@ export async function fetchUpstream(
       return refuse(499, "client_closed", "client closed the request");
     }
     return refuse(502, "upstream_unavailable", "upstream unavailable", {
-      detail: { error: error instanceof Error ? error.name : String(error) },
+      detail: { error: connectionProblem(error) },
     });
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Why the upstream could not be reached (refused, reset, no route), for the
+ * log. URLs are cut out of the platform's message: a transcription's query
+ * can carry a prompt, and prompts are never logged unless configured.
+ */
+function connectionProblem(error: unknown): string {
+  const parts: string[] = [];
+  // fetch says "fetch failed"; the reason is in the cause chain.
+  for (let e = error, depth = 0; e !== undefined && depth < 4; depth++) {
+    parts.push(e instanceof Error ? e.message : String(e));
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  const text = parts.join(": ");
+  return text.replace(/[a-z][a-z0-9+.-]*:\/\/\S*/gi, "<url>");
 }

@@ -236,7 +236,11 @@ function readOptionInteger(
       field,
       value: entry,
       cap,
-      message: `${field} ${shown(entry)} is outside the 64-bit integer range`,
+      message:
+        `${field} ${
+          shown(entry)
+        } is outside the 64-bit integer range as Ollama reads options ` +
+        `(a floating-point number, which rounds values this large up to 2^63)`,
     });
   }
   return { kind: "integer", value };

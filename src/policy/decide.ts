@@ -158,7 +158,7 @@ function decideOrThrow(
   // 2. Every subject may use every model; model details of a model the
   // caller may not use answer as if it did not exist.
   for (const ref of models) {
-    for (const policy of policies) {
+    for (const { key, policy } of identity.subjects) {
       const verdict = decideModel(ref, modelRules(policy));
       if (verdict.allowed) continue;
       if (route.kind === "show" || route.kind === "model_detail") {
@@ -169,7 +169,9 @@ function decideOrThrow(
         verdict.reason === "cloud_not_explicit"
           ? "cloud_model_denied"
           : "model_denied",
-        `model '${ref.display}' is not allowed for this client`,
+        `model '${ref.display}' is not allowed for this ${
+          key.startsWith("client:") ? "client" : "user"
+        }`,
         { detail: { model: ref.display, rule: verdict.reason } },
       );
     }
