@@ -11,6 +11,7 @@ import {
   setFoldReading,
 } from "./sim/go_decode.ts";
 import { parseModelRef, resolveModelRef } from "./sim/model_ref.ts";
+import { freePort } from "./support/butler_process.ts";
 import {
   type OllamaSim,
   type SimOptions,
@@ -587,4 +588,64 @@ Deno.test("sim: transcription model comes from the form field, else the query", 
       "registry.ollama.ai/library/qwen2.5:7b",
     ]);
   });
+});
+
+Deno.test("run_sim --log-requests prints what reached it, without prompt texts", async () => {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-lock",
+      "--allow-net=127.0.0.1",
+      new URL("./sim/run_sim.ts", import.meta.url).pathname,
+      "--port",
+      String(port),
+      "--log-requests",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines: string[] = [];
+  const reading = (async () => {
+    let text = "";
+    for await (
+      const chunk of child.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      text += chunk;
+      const parts = text.split("\n");
+      text = parts.pop()!;
+      lines.push(...parts);
+    }
+  })();
+  try {
+    for (let i = 0; i < 100 && lines.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const response = await fetch(`http://127.0.0.1:${port}/api/chat`, {
+      method: "POST",
+      headers: { "x-butler-client": "app" },
+      body: JSON.stringify({
+        model: "llama3.2",
+        messages: [{ role: "user", content: "a private prompt" }],
+        stream: false,
+        options: { num_predict: 7 },
+      }),
+    });
+    await response.body?.cancel();
+    for (let i = 0; i < 100 && lines.length < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const logged = JSON.parse(lines[1]);
+    assert.equal(logged.path, "/api/chat");
+    assert.equal(logged.client, "app");
+    assert.equal(logged.acted.numPredict, 7);
+    assert.deepEqual(logged.acted.models, [
+      "registry.ollama.ai/library/llama3.2:latest",
+    ]);
+    assert.doesNotMatch(lines.join("\n"), /private prompt/);
+  } finally {
+    child.kill("SIGINT");
+    await child.status;
+    await reading;
+  }
 });

@@ -3,18 +3,28 @@
  *
  * ```sh
  * deno run --allow-net tests/sim/run_sim.ts --port 11434 [--chunks 5] \
- *   [--chunk-delay-ms 20] [--header-delay-ms 0] [--hostname 127.0.0.1]
+ *   [--chunk-delay-ms 20] [--header-delay-ms 0] [--hostname 127.0.0.1] \
+ *   [--log-requests]
  * ```
+ *
+ * With `--log-requests`, each request that reached it is printed as one JSON
+ * line: method, path, Butler's identity headers, and what Ollama would act on
+ * (models, caps, keep_alive, stream) or the error it would answer. Prompt
+ * texts are not printed.
  *
  * @module
  */
 
-import { startOllamaSim } from "./ollama_sim.ts";
+import { type SimRecord, startOllamaSim } from "./ollama_sim.ts";
 
 function readFlags(args: readonly string[]): Record<string, string> {
   const flags: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
+    if (arg === "--log-requests") {
+      flags["log-requests"] = "yes";
+      continue;
+    }
     if (!arg.startsWith("--")) {
       throw new RangeError(`argument ${i + 1}: "${arg}" is not a --flag`);
     }
@@ -30,6 +40,20 @@ function readFlags(args: readonly string[]): Record<string, string> {
     }
   }
   return flags;
+}
+
+/** One request as a log line, without its prompt texts. */
+function describeRecord(record: SimRecord): string {
+  const { texts: _texts, context: _context, ...acted } = record.acted ?? {};
+  return JSON.stringify({
+    method: record.method,
+    path: record.path + record.query,
+    client: record.headers["x-butler-client"],
+    user: record.headers["x-butler-user"],
+    acted: record.acted === undefined ? undefined : acted,
+    error: record.error,
+    cancelled: record.cancelled || undefined,
+  });
 }
 
 function numberFlag(
@@ -58,7 +82,13 @@ if (import.meta.main) {
   console.log(`ollama simulator listening on ${sim.url}`);
 
   // Records would grow without bound in a long benchmark.
-  setInterval(() => sim.clear(), 1000);
+  const logRequests = flags["log-requests"] === "yes";
+  setInterval(() => {
+    if (logRequests) {
+      for (const record of sim.records) console.log(describeRecord(record));
+    }
+    sim.clear();
+  }, 200);
   Deno.addSignalListener("SIGINT", async () => {
     await sim.close();
     Deno.exit(0);
