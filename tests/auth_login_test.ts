@@ -316,9 +316,19 @@ Deno.test("login: bodies other than two strings are 400, naming the field", asyn
     ["not json", /not JSON/],
     [["alice", "pw"], /not a JSON object/],
     [null, /not a JSON object/],
-    [{ username: 1, password: "pw" }, /^username: /],
-    [{ username: "alice" }, /^password: /],
-    [{ username: "alice", password: ["pw"] }, /^password: /],
+    [
+      { username: 1, password: "pw" },
+      /^username: must be a string, got number$/,
+    ],
+    [{ username: "alice" }, /^password: required field is missing/],
+    [
+      { Username: "alice", password: "pw" },
+      /^username: required field is missing \(the name is lower case\)$/,
+    ],
+    [
+      { username: "alice", password: ["pw"] },
+      /^password: must be a string, got an array$/,
+    ],
   ];
 
   for (const [body, message] of cases) {

@@ -150,13 +150,21 @@ function parseCredentials(
   }
 
   const { username, password } = body as Record<string, unknown>;
-  if (typeof username !== "string") {
-    return { error: "username: must be a string" };
+  const problem = fieldProblem("username", username) ??
+    fieldProblem("password", password);
+  if (problem !== undefined) return { error: problem };
+  return { username: username as string, password: password as string };
+}
+
+/** What is wrong with a login field, or undefined when it is a string. */
+function fieldProblem(name: string, value: unknown): string | undefined {
+  if (typeof value === "string") return undefined;
+  if (value === undefined) {
+    return `${name}: required field is missing (the name is lower case)`;
   }
-  if (typeof password !== "string") {
-    return { error: "password: must be a string" };
-  }
-  return { username, password };
+  return `${name}: must be a string, got ${
+    value === null ? "null" : Array.isArray(value) ? "an array" : typeof value
+  }`;
 }
 
 async function readBoundedText(
