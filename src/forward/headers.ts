@@ -5,6 +5,8 @@
  * @module
  */
 
+import { encodeIdentityHeader } from "./identity_header.ts";
+
 // RFC 9110 §7.6.1 connection-specific fields, plus the ones every proxy drops.
 const HOP_BY_HOP = new Set([
   "connection",
@@ -57,7 +59,8 @@ export interface ForwardIdentity {
 /**
  * The headers to send upstream: the client's, minus hop-by-hop fields,
  * credentials, `Host`, `Origin` and every `X-Butler-*`, plus Butler's own
- * identity headers. `fetch` sets the upstream's own `Host`.
+ * identity headers, percent-encoded (see `identity_header.ts`). `fetch` sets
+ * the upstream's own `Host`.
  */
 export function upstreamRequestHeaders(
   incoming: Headers,
@@ -75,10 +78,13 @@ export function upstreamRequestHeaders(
   });
   // Butler reads token counts from the stream: it must be plain bytes.
   out.set("accept-encoding", "identity");
+  // Percent-encoded: a name need not be a valid header value.
   if (identity.client !== undefined) {
-    out.set("x-butler-client", identity.client);
+    out.set("x-butler-client", encodeIdentityHeader(identity.client));
   }
-  if (identity.user !== undefined) out.set("x-butler-user", identity.user);
+  if (identity.user !== undefined) {
+    out.set("x-butler-user", encodeIdentityHeader(identity.user));
+  }
   return out;
 }
 
