@@ -1,17 +1,24 @@
 /**
  * Password hashes of users listed in the config: bcrypt (`$2a$`, `$2b$`,
- * `$2y$`, as `htpasswd -B` makes them), checked with bcryptjs's asynchronous
- * API, which yields to the event loop between rounds.
+ * `$2y$`, as `htpasswd -B` makes them), checked with bcryptjs on a worker
+ * thread (see `password_worker.ts`), in a time that does not tell whether
+ * the user exists or how costly the user's hash is.
  *
  * @module
  */
 
 import bcrypt from "bcryptjs";
+import { createPasswordCompare } from "./password_worker.ts";
+
+export { createPasswordCompare };
 
 /** The bcrypt cost `hashPassword` uses unless told otherwise. */
 export const DEFAULT_BCRYPT_COST = 12;
 
-/** Compares a password with a bcrypt hash; bcryptjs's `compare` by default. */
+/**
+ * Compares a password with a bcrypt hash; by default on a worker thread
+ * ({@linkcode createPasswordCompare}).
+ */
 export type PasswordCompare = (
   password: string,
   hash: string,
@@ -50,9 +57,12 @@ export function dummyPasswordHash(cost: number): string {
 /**
  * True when `password` matches the bcrypt `hash`. For unknown users (`hash`
  * undefined) and hashes that are not bcrypt, compares against a dummy hash of
- * `dummyCost` (default 12, pass the cost the configured users' hashes have)
- * so the timing matches, then answers false. `compare` replaces bcryptjs's
- * compare, so tests can observe that the dummy compare runs.
+ * `dummyCost` (default 12; pass the highest cost among the configured users'
+ * hashes), then answers false. When `hash` is cheaper than `dummyCost`, a
+ * dummy compare at `dummyCost` runs alongside it and both are awaited, so
+ * every answer takes as long as the costliest hash: the time tells neither
+ * whether the user exists nor which user it is. `compare` replaces the
+ * default compare, so tests can observe the compares that run.
  *
  * @example
  * ```ts
@@ -65,14 +75,20 @@ export async function verifyPassword(
   hash: string | undefined,
   options: { compare?: PasswordCompare; dummyCost?: number } = {},
 ): Promise<boolean> {
-  const compare = options.compare ?? bcrypt.compare;
+  const compare = options.compare ?? defaultCompare();
+  const dummyCost = options.dummyCost ?? DEFAULT_BCRYPT_COST;
+  const cost = hash === undefined ? undefined : bcryptCost(hash);
 
-  if (hash === undefined || bcryptCost(hash) === undefined) {
-    const dummy = dummyPasswordHash(options.dummyCost ?? DEFAULT_BCRYPT_COST);
-    await compare(password, dummy);
+  if (hash === undefined || cost === undefined) {
+    await compare(password, dummyPasswordHash(dummyCost));
     return false;
   }
-  return await compare(password, hash);
+  if (cost >= dummyCost) return await compare(password, hash);
+  const [matches] = await Promise.all([
+    compare(password, hash),
+    compare(password, dummyPasswordHash(dummyCost)),
+  ]);
+  return matches;
 }
 
 /**
@@ -92,6 +108,13 @@ export async function hashPassword(
 ): Promise<string> {
   assertBcryptCost(cost);
   return await bcrypt.hash(password, cost);
+}
+
+let sharedCompare: PasswordCompare | undefined;
+
+function defaultCompare(): PasswordCompare {
+  sharedCompare ??= createPasswordCompare();
+  return sharedCompare;
 }
 
 function assertBcryptCost(cost: number): void {

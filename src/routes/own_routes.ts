@@ -7,11 +7,18 @@
  */
 
 import { handleLogin } from "../auth/login.ts";
+import {
+  createPasswordCompare,
+  type PasswordCompare,
+} from "../auth/password.ts";
 import { healthResponse, upstreamReachable } from "../observe/health.ts";
 import { logLogin } from "../observe/login_log.ts";
 import type { Context } from "../runtime.ts";
 import type { Policy } from "../config/policy.ts";
 import { notFound } from "./not_found.ts";
+
+/** bcrypt compares for logins, on worker threads (one per process). */
+let passwordCompare: PasswordCompare | undefined;
 
 /**
  * The answer when `request` is for one of Butler's own routes, or undefined
@@ -58,10 +65,18 @@ export async function ownRoute(
     if (crossSite !== undefined) return crossSite;
     const remote = options.info.remoteAddr;
     const address = remote.transport === "tcp" ? remote.hostname : "local";
+    passwordCompare ??= createPasswordCompare({
+      onFallback: (reason) =>
+        shared.log.warn(
+          "password checks run on the main thread and hold up requests",
+          { reason },
+        ),
+    });
     const response = await handleLogin(request, {
       policy: runtime.policy,
       throttle: shared.throttle,
       clientAddress: address,
+      compare: passwordCompare,
     });
     await logLogin(response, { shared, address });
     return response;
