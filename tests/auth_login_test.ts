@@ -279,6 +279,67 @@ Deno.test("login: bcrypt work is limited to a few verifications at once", async 
   await third.body?.cancel();
 });
 
+Deno.test("login: guesses running at the same time count against each other", async () => {
+  const throttle = new LoginThrottle({ maxConcurrentVerifications: 20 });
+  const policy = policyFor("jwt_standalone");
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  let compares = 0;
+  async function heldCompare(password: string, hash: string) {
+    compares++;
+    await gate;
+    return await bcrypt.compare(password, hash);
+  }
+  const wrong = { username: "alice", password: "guess" };
+  const attempts = Array.from(
+    { length: 8 },
+    (_, i) =>
+      handleLogin(loginRequest(wrong), {
+        policy,
+        throttle,
+        clientAddress: `10.0.1.${i}`,
+        compare: heldCompare,
+      }),
+  );
+  // While the checks are held, the refused attempts answer; then all eight
+  // have been decided, and only the five the username's limit allows reached
+  // a password check.
+  let settled = 0;
+  for (const attempt of attempts) attempt.then(() => settled++);
+  for (let i = 0; i < 200 && settled < 3; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(settled, 3);
+  assert.equal(compares, 5);
+  release();
+  const statuses = await Promise.all(attempts.map(async (attempt) => {
+    const response = await attempt;
+    await response.body?.cancel();
+    return response.status;
+  }));
+  assert.deepEqual(statuses.sort(), [401, 401, 401, 401, 401, 429, 429, 429]);
+});
+
+Deno.test("login: a success takes back the attempt counted against the address", async () => {
+  const throttle = new LoginThrottle({ maxFailuresPerAddress: 2 });
+  const policy = policyFor("jwt_standalone");
+  const options = { policy, throttle, clientAddress: "10.0.2.1" };
+  for (let i = 0; i < 3; i++) {
+    const ok = await handleLogin(loginRequest(alice), options);
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  }
+  // Three successes left the address's count at zero; two failures fill it.
+  for (const expected of [401, 401, 429]) {
+    const response = await handleLogin(
+      loginRequest({ username: "alice", password: "guess" }),
+      options,
+    );
+    assert.equal(response.status, expected);
+    await response.body?.cancel();
+  }
+});
+
 Deno.test("login: the body is bounded", async () => {
   const policy = policyFor("jwt_standalone");
   const options = { policy, throttle: new LoginThrottle(), clientAddress: "a" };

@@ -87,12 +87,15 @@ export async function handleLogin(
   }
   const { username, password } = credentials;
 
-  // 3. Throttle before any bcrypt work.
+  // 3. Throttle before any bcrypt work. The attempt counts as a failure
+  // from here on, in the same step as the check, so attempts that run at
+  // the same time see each other; a success takes it back.
   const decision = throttle.check(username, clientAddress);
   if (!decision.allowed) {
     return tooManyAttempts(decision.retryAfterSeconds);
   }
   if (!throttle.tryAcquireVerification()) return tooManyAttempts(1);
+  throttle.recordFailure(username, clientAddress);
 
   // 4. Verify: an unknown user costs one bcrypt compare too.
   const user = policy.users.find((candidate) => candidate.name === username);
@@ -106,12 +109,12 @@ export async function handleLogin(
     throttle.releaseVerification();
   }
   if (!valid || user === undefined) {
-    throttle.recordFailure(username, clientAddress);
     return jsonResponse(401, { error: "invalid credentials" });
   }
 
   // 5. Issue the token.
   throttle.recordSuccess(username, clientAddress);
+  throttle.forgiveAttempt(clientAddress);
   const { token, expiresAt } = await issueUserToken(user.name, {
     secret,
     expiryMs: policy.auth.tokenExpiryMs,

@@ -119,6 +119,16 @@ export class LoginThrottle {
   }
 
   /**
+   * Takes back one failure counted against `address`: a login counts its
+   * attempt as a failure before the password check, so that attempts running
+   * at the same time see each other, and gives it back when it succeeds.
+   */
+  forgiveAttempt(address: string): void {
+    const entry = this.#byAddress.get(address);
+    if (entry !== undefined && entry.count > 0) entry.count--;
+  }
+
+  /**
    * Takes one of the bcrypt verification slots. Returns false when all are
    * in use (the caller answers 429); after true, call
    * {@link releaseVerification} exactly once.
