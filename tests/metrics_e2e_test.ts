@@ -129,6 +129,23 @@ Deno.test("metrics after real traffic, parsed back", async () => {
     });
     assert.equal(wrong.status, 401);
     await wrong.body?.cancel();
+    // The scheme is matched without case, the token exactly.
+    for (
+      const [authorization, status] of [
+        [`bearer ${METRICS_BEARER}`, 200],
+        [`BEARER  ${METRICS_BEARER}`, 200],
+        [`Bearer ${METRICS_BEARER.toUpperCase()}`, 401],
+        [`Bearer ${METRICS_BEARER}x`, 401],
+        [`Basic ${METRICS_BEARER}`, 401],
+        [METRICS_BEARER, 401],
+      ] as const
+    ) {
+      const answer = await fetch(stack.url + "/metrics", {
+        headers: { authorization },
+      });
+      assert.equal(answer.status, status, authorization);
+      await answer.body?.cancel();
+    }
 
     // Accounting of the last request finishes just after its body.
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -13,6 +13,7 @@ import {
 } from "../auth/password.ts";
 import { healthResponse, upstreamReachable } from "../observe/health.ts";
 import { logLogin } from "../observe/login_log.ts";
+import { metricsAuthorized } from "../observe/metrics_auth.ts";
 import type { Context } from "../runtime.ts";
 import type { Policy } from "../config/policy.ts";
 import { notFound } from "./not_found.ts";
@@ -51,7 +52,7 @@ export async function ownRoute(
     const bearer = runtime.policy.metricsBearer;
     if (
       bearer !== undefined &&
-      request.headers.get("authorization") !== `Bearer ${bearer}`
+      !metricsAuthorized(request.headers.get("authorization"), bearer)
     ) {
       return new Response("unauthorized\n", { status: 401 });
     }
