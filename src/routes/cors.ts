@@ -119,37 +119,47 @@ export function answerPreflight(
 }
 
 /**
- * Adds `Access-Control-Allow-Origin`, `Vary: Origin` and
- * `Access-Control-Expose-Headers` to `response` when the request came from
- * a listed origin; returns it unchanged otherwise. A response whose headers
- * are immutable is copied (the body stream is passed on, not read).
+ * With CORS configured, adds `Vary: Origin` to every response, and
+ * `Access-Control-Allow-Origin` and `Access-Control-Expose-Headers` when
+ * the request came from a listed origin; without CORS, returns `response`
+ * unchanged. A response whose headers are immutable is copied (the body
+ * stream is passed on, not read).
  */
 export function withCorsHeaders(
   request: Request,
   response: Response,
   allowOrigins: readonly string[],
 ): Response {
+  // With CORS on, every answer depends on Origin (allowed or not, or none):
+  // a cache in between must not hand one origin's answer to another.
+  if (allowOrigins.length === 0) return response;
   const origin = request.headers.get("origin");
-  if (origin === null || !allowOrigins.includes(origin)) return response;
+  const allowed = origin !== null && allowOrigins.includes(origin);
 
   let labelled = response;
   try {
-    labelled.headers.set("access-control-allow-origin", origin);
+    addVaryOrigin(labelled.headers);
   } catch {
+    // Some responses have immutable headers: copy them into a new one.
     labelled = new Response(response.body, {
       status: response.status,
       statusText: response.statusText,
       headers: response.headers,
     });
-    labelled.headers.set("access-control-allow-origin", origin);
+    addVaryOrigin(labelled.headers);
   }
-  const vary = labelled.headers.get("vary") ?? "";
-  if (vary.trim() !== "*" && !/(^|,)\s*origin\s*(,|$)/i.test(vary)) {
-    labelled.headers.set("vary", vary === "" ? "Origin" : `${vary}, Origin`);
-  }
+  if (!allowed) return labelled;
+  labelled.headers.set("access-control-allow-origin", origin);
   labelled.headers.set(
     "access-control-expose-headers",
     CORS_EXPOSE_HEADERS.join(", "),
   );
   return labelled;
+}
+
+function addVaryOrigin(headers: Headers): void {
+  const vary = headers.get("vary") ?? "";
+  if (vary.trim() !== "*" && !/(^|,)\s*origin\s*(,|$)/i.test(vary)) {
+    headers.set("vary", vary === "" ? "Origin" : `${vary}, Origin`);
+  }
 }
