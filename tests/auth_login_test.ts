@@ -340,6 +340,35 @@ Deno.test("login: a success takes back the attempt counted against the address",
   }
 });
 
+Deno.test("login: a body that does not arrive in time is 408", async () => {
+  const policy = policyFor("jwt_standalone");
+  let cancelled = false;
+  // The client sends the start of its body, then nothing.
+  const trickle = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode('{"username":'));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const response = await handleLogin(
+    new Request("http://127.0.0.1:8080/auth/login", {
+      method: "POST",
+      body: trickle,
+    }),
+    {
+      policy,
+      throttle: new LoginThrottle(),
+      clientAddress: "a",
+      bodyTimeoutMs: 50,
+    },
+  );
+  assert.equal(response.status, 408);
+  assert.match((await response.json()).error, /took too long/);
+  assert.ok(cancelled, "the body was not given up on");
+});
+
 Deno.test("login: the body is bounded", async () => {
   const policy = policyFor("jwt_standalone");
   const options = { policy, throttle: new LoginThrottle(), clientAddress: "a" };

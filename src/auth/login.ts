@@ -28,9 +28,15 @@ export interface LoginOptions {
   compare?: PasswordCompare;
   /** Replaces the current time in milliseconds (tests of expiry). */
   now?: number;
+  /** How long the body may take (default `LOGIN_BODY_TIMEOUT_MS`, 10 s). */
+  bodyTimeoutMs?: number;
 }
 
 class BodyTooLarge extends Error {}
+class BodyTimedOut extends Error {}
+
+/** How long the login body may take to arrive, in milliseconds. */
+export const LOGIN_BODY_TIMEOUT_MS = 10_000;
 
 /**
  * Handles the login request: body bounded (8 KiB; 413 over), JSON
@@ -70,8 +76,17 @@ export async function handleLogin(
   // 1. Read the body, bounded.
   let text: string;
   try {
-    text = await readBoundedText(request, MAX_LOGIN_BODY_BYTES);
+    text = await readBoundedText(
+      request,
+      MAX_LOGIN_BODY_BYTES,
+      options.bodyTimeoutMs ?? LOGIN_BODY_TIMEOUT_MS,
+    );
   } catch (error) {
+    if (error instanceof BodyTimedOut) {
+      return jsonResponse(408, {
+        error: "login body took too long to arrive",
+      });
+    }
     if (error instanceof BodyTooLarge) {
       return jsonResponse(413, {
         error: `login body is larger than ${MAX_LOGIN_BODY_BYTES} bytes`,
@@ -173,6 +188,7 @@ function fieldProblem(name: string, value: unknown): string | undefined {
 async function readBoundedText(
   request: Request,
   maxBytes: number,
+  deadlineMs: number,
 ): Promise<string> {
   const declared = Number(request.headers.get("content-length"));
   if (Number.isFinite(declared) && declared > maxBytes) {
@@ -184,15 +200,30 @@ async function readBoundedText(
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = request.body.getReader();
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel();
-      throw new BodyTooLarge();
+  // A body trickled in slower than the deadline allows is given up on: an
+  // 8 KiB login has no reason to take long.
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, deadlineMs);
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (timedOut) throw new BodyTimedOut();
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) {
+        await reader.cancel();
+        throw new BodyTooLarge();
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } catch (error) {
+    if (timedOut) throw new BodyTimedOut();
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
 
   const bytes = new Uint8Array(total);
