@@ -147,6 +147,11 @@ Deno.test("SIGTERM: streams within grace finish, longer ones are cut, usage save
     await Promise.all([butler.output.done, butler.errors.done]);
     assert.equal(status.code, 0, butler.errors.text());
     assert.match(butler.output.text(), /grace period over/);
+    // The cut stream is logged as Butler's shutdown, not as Ollama's fault.
+    const ends = butler.output.text().split("\n").filter((line) =>
+      line.includes('"msg":"response"')
+    ).map((line) => JSON.parse(line).end).sort();
+    assert.deepEqual(ends, ["complete", "shutdown"]);
 
     // Both answers were charged: the cut one for what streamed.
     const state = JSON.parse(await Deno.readTextFile(butler.stateFile));

@@ -16,7 +16,8 @@ import type { Context } from "../runtime.ts";
 export interface AnsweredRequest {
   /** The upstream's status, passed on to the client. */
   readonly status: number;
-  readonly end: BodyEnd;
+  /** How it ended; `shutdown`: cut at the end of the shutdown grace. */
+  readonly end: BodyEnd | "shutdown";
   /** Bytes passed on to the client. */
   readonly bytesOut: number;
   /** Token counts read from the answer, when it was counted. */

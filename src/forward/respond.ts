@@ -139,7 +139,10 @@ export async function forward(
     if (streaming) shared.metrics.inFlightStreams.dec({ client: clientName });
     accountAnswer({
       status: upstream.status,
-      end: answer.end,
+      // Cut at the end of the shutdown grace: Butler's doing, not Ollama's.
+      end: answer.end === "upstream_error" && context.shutdownSignal.aborted
+        ? "shutdown"
+        : answer.end,
       bytesOut: answer.bytes,
       tokens: answer.tokens,
     }, {
