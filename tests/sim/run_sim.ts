@@ -10,7 +10,8 @@
  * With `--log-requests`, each request that reached it is printed as one JSON
  * line: method, path, Butler's identity headers, and what Ollama would act on
  * (models, caps, keep_alive, stream) or the error it would answer. Prompt
- * texts are not printed.
+ * texts are not printed. A line is printed as the request arrives, so it
+ * cannot say whether the client later went away.
  *
  * @module
  */
@@ -52,7 +53,6 @@ function describeRecord(record: SimRecord): string {
     user: record.headers["x-butler-user"],
     acted: record.acted === undefined ? undefined : acted,
     error: record.error,
-    cancelled: record.cancelled || undefined,
   });
 }
 
