@@ -72,6 +72,51 @@ export function requiredPermissions(policy: Policy): PermissionSet {
   };
 }
 
+/**
+ * What a reload onto `next` needs from the running process. `listen`, `tls`
+ * and `state_file` are read at start only, so those come from `running`,
+ * the config the process started with; everything else (the upstream, the
+ * OIDC issuer, the `${VAR}`s) from `next`.
+ */
+export function reloadPermissions(
+  next: Policy,
+  running: Policy,
+): PermissionSet {
+  return requiredPermissions({
+    ...next,
+    listen: running.listen,
+    tls: running.tls,
+    stateFile: running.stateFile,
+  });
+}
+
+/**
+ * The entries of `required` this process does not hold, each written as
+ * its kind and value: `net 127.0.0.1:11434`, `read /etc/butler.yaml`,
+ * `write /var/lib/butler`, `env BUTLER_KEY`. Empty when everything is
+ * granted. Asks without prompting (`Deno.permissions.querySync`), so a
+ * permission that would need a prompt counts as missing.
+ */
+export function missingPermissions(required: PermissionSet): string[] {
+  const missing: string[] = [];
+  const check = (label: string, descriptor: Deno.PermissionDescriptor) => {
+    if (Deno.permissions.querySync(descriptor).state !== "granted") {
+      missing.push(label);
+    }
+  };
+  for (const host of required.net) check(`net ${host}`, { name: "net", host });
+  for (const path of required.read) {
+    check(`read ${path}`, { name: "read", path });
+  }
+  for (const path of required.write) {
+    check(`write ${path}`, { name: "write", path });
+  }
+  for (const variable of required.env) {
+    check(`env ${variable}`, { name: "env", variable });
+  }
+  return missing;
+}
+
 /** The permission flags for `deno run` / `deno compile`. */
 export function permissionFlags(set: PermissionSet): string[] {
   const flags = [

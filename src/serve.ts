@@ -17,7 +17,12 @@ import { LoginThrottle } from "./auth/login_throttle.ts";
 import { OidcVerifier, type OidcVerifierOptions } from "./auth/oidc.ts";
 import { Logger } from "./observe/log.ts";
 import { butlerMetrics, Registry } from "./observe/metrics.ts";
-import { heldPermissions, requiredPermissions } from "./permissions.ts";
+import {
+  heldPermissions,
+  missingPermissions,
+  reloadPermissions,
+  requiredPermissions,
+} from "./permissions.ts";
 import { TokenBudgets } from "./policy/budgets.ts";
 import {
   readUsage,
@@ -41,6 +46,27 @@ export class StartupError extends Error {
     super(`${field} ${value}: ${problem}`);
     this.name = "StartupError";
     this.field = field;
+  }
+}
+
+/**
+ * A reloaded config needs permissions the running process does not hold
+ * (another upstream or identity provider, another `${VAR}`). Deno grants
+ * permissions at start only, so the fix is a restart with new flags.
+ */
+class MissingPermissionsError extends Error {
+  /** What is missing, e.g. `net 127.0.0.1:11435`. */
+  readonly missing: readonly string[];
+
+  constructor(missing: readonly string[]) {
+    super(
+      `the new config needs permissions this process does not hold: ${
+        missing.join(", ")
+      }; restart Butler with the flags \`main.ts permissions\` prints ` +
+        "for the new config",
+    );
+    this.name = "MissingPermissionsError";
+    this.missing = missing;
   }
 }
 
@@ -172,6 +198,10 @@ export async function startButler(
   async function reload(): Promise<boolean> {
     try {
       const next = await loadPolicy(options.configPath);
+      // A config this process's permissions cannot serve would fail every
+      // request (and /healthz) with NotCapable: keep the old one instead.
+      const missing = missingPermissions(reloadPermissions(next, policy));
+      if (missing.length > 0) throw new MissingPermissionsError(missing);
       const previous = runtime;
       // Same provider settings: keep the keys already held, so a reload
       // while the provider is down does not lock its users out.
@@ -201,6 +231,9 @@ export async function startButler(
         error: error instanceof ConfigError || error instanceof Error
           ? error.message
           : String(error),
+        ...(error instanceof MissingPermissionsError
+          ? { missing: error.missing }
+          : {}),
       });
       return false;
     }

@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
 import type { ProbeLine } from "./support/sandbox_probe.ts";
+import { compilePolicy } from "../src/config/load.ts";
+import { reloadPermissions } from "../src/permissions.ts";
 import {
   flagsBeforeMain,
   freePort,
@@ -51,6 +53,8 @@ interface Child {
     match: (line: string) => boolean,
     timeoutMs?: number,
   ): Promise<string>;
+  /** Sends `signal` to the child. */
+  signal(signal: Deno.Signal): void;
   stop(): Promise<Deno.CommandStatus>;
 }
 
@@ -90,6 +94,9 @@ function spawn(args: string[], env: Record<string, string>): Child {
           lines.join("\n")
         }\nstderr:\n${await Promise.race([stderr, ""])}`,
       );
+    },
+    signal(signal) {
+      process.kill(signal);
     },
     async stop() {
       try {
@@ -308,6 +315,130 @@ Deno.test("inside the sandbox only the listen address, upstream and config are r
       );
     },
   );
+});
+
+Deno.test("a reload needs the new upstream, issuer and variables, not the new start-only files", async () => {
+  const running = await compilePolicy(
+    `listen: 127.0.0.1:8080
+upstream: http://127.0.0.1:11434
+tls: {cert: /etc/butler/cert.pem, key: /etc/butler/key.pem}
+state_file: /var/lib/butler/state.json
+clients: [{name: app, key: "\${OLD_KEY}"}]
+`,
+    { path: "/etc/butler/butler.yaml", env: () => KEY },
+  );
+  const next = await compilePolicy(
+    `listen: 127.0.0.1:9090
+upstream: http://127.0.0.1:11435
+tls: {cert: /tmp/other-cert.pem, key: /tmp/other-key.pem}
+state_file: /tmp/other/state.json
+auth:
+  mode: either
+  oidc:
+    issuer: https://id.example.com/realms/home
+    client_id: butler
+    role_claim_path: roles
+clients: [{name: app, key: "\${NEW_KEY}"}]
+role_policies: {reader: {allow_models: ["*"]}}
+`,
+    { path: "/etc/butler/butler.yaml", env: () => KEY },
+  );
+  assert.deepEqual(reloadPermissions(next, running), {
+    net: ["127.0.0.1:8080", "127.0.0.1:11435", "id.example.com:443"],
+    read: [
+      "/etc/butler/butler.yaml",
+      "/etc/butler/cert.pem",
+      "/etc/butler/key.pem",
+      "/var/lib/butler",
+    ],
+    write: ["/var/lib/butler"],
+    env: ["LOG_STREAM", "LOG_TOKENS", "NEW_KEY"],
+  });
+});
+
+Deno.test("SIGHUP onto an upstream outside --allow-net keeps the old config", async () => {
+  await withSetup(async ({ sim, configPath, port, env }) => {
+    const { run } = await permissionsLine(configPath, env);
+    const original = await Deno.readTextFile(configPath);
+    const other = await startOllamaSim({ chunkDelayMs: 1 });
+    const child = spawn([
+      "run",
+      ...flagsOf(run),
+      "main.ts",
+      "--config",
+      configPath,
+    ], env);
+    const chat = async (model: string) => {
+      const response = await fetch(`http://127.0.0.1:${port}/api/chat`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: JSON.stringify({
+          model,
+          messages: [{ role: "user", content: "hello" }],
+          stream: false,
+        }),
+      });
+      await response.body?.cancel();
+      return response.status;
+    };
+    const chats = (of: typeof sim) =>
+      of.records.filter((r) => r.path === "/api/chat").length;
+    try {
+      await child.waitFor((l) => l.includes('"msg":"listening"'));
+      assert.equal(await chat("llama3.2"), 200);
+
+      // The new upstream's port is not in the --allow-net Butler started with.
+      await Deno.writeTextFile(
+        configPath,
+        original.replace(sim.url, other.url),
+      );
+      child.signal("SIGHUP");
+      const failed = parsed(
+        await child.waitFor((l) => l.includes('"msg":"config reload')),
+      );
+      const missing = `net 127.0.0.1:${other.port}`;
+      assert.equal(
+        failed.msg,
+        "config reload failed; keeping the previous config",
+      );
+      assert.equal(failed.level, "error");
+      assert.deepEqual(failed.missing, [missing]);
+      assert.match(String(failed.error), new RegExp(missing));
+      assert.match(String(failed.error), /main\.ts permissions/);
+      assert.ok(!child.lines.some((l) => l.includes('"config reloaded"')));
+
+      // Still served by the old config and the old upstream.
+      assert.equal(await chat("llama3.2"), 200);
+      assert.equal(chats(sim), 2);
+      assert.equal(other.records.length, 0);
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+      const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+      assert.match(
+        await metrics.text(),
+        /butler_config_reloads_total\{result="failure"\} 1\n/,
+      );
+
+      // A change the held permissions cover still reloads; `listen` is read
+      // at start only, so a new one is no missing permission.
+      await Deno.writeTextFile(
+        configPath,
+        original.replace('["llama3.2"]', '["qwen2.5"]')
+          .replace(`127.0.0.1:${port}`, `127.0.0.1:${freePort()}`),
+      );
+      child.signal("SIGHUP");
+      await child.waitFor((l) => l.includes('"msg":"config reloaded"'));
+      assert.equal(await chat("llama3.2"), 403);
+      assert.equal(await chat("qwen2.5:7b"), 200);
+      assert.equal(chats(sim), 3);
+      assert.equal(other.records.length, 0);
+    } finally {
+      const status = await child.stop();
+      await other.close();
+      assert.equal(status.code, 0, "SIGTERM is a clean shutdown");
+    }
+  });
 });
 
 Deno.test("with --allow-all Butler warns that it holds more than it needs", async () => {
