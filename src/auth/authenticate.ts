@@ -7,6 +7,7 @@
  * @module
  */
 
+import { decodeProtectedHeader } from "jose";
 import type { Policy, SubjectPolicy } from "../config/policy.ts";
 import { type Refusal, refuse } from "../errors/refusal.ts";
 import type { Identity, Subject } from "./identity.ts";
@@ -115,6 +116,12 @@ async function verifyPersonToken(
       return person("jwt", local.user.name, override ?? local.user);
     }
     reason = local.reason;
+    // Butler signs its own tokens with HS256, which OIDC never accepts: an
+    // HS256 token was meant for the local verifier, so its reason (expired,
+    // user removed, …) is the one to report, not OIDC's algorithm refusal.
+    if (headerAlgorithm(token) === LOCAL_TOKEN_ALGORITHM) {
+      return unauthorized(reason);
+    }
   }
 
   if (usesOidc(policy) && context.oidc !== undefined) {
@@ -138,6 +145,18 @@ async function verifyPersonToken(
     return person("oidc", federated.username, merged);
   }
   return unauthorized(reason);
+}
+
+/** The algorithm of tokens Butler issues (see `jwt_local.ts`). */
+const LOCAL_TOKEN_ALGORITHM = "HS256";
+
+/** The `alg` of a token's protected header; undefined when unreadable. */
+function headerAlgorithm(token: string): string | undefined {
+  try {
+    return decodeProtectedHeader(token).alg;
+  } catch {
+    return undefined;
+  }
 }
 
 function person(
