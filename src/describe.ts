@@ -48,6 +48,7 @@ function block(title: string, lines: readonly string[]): string {
 export function describePolicy(policy: Policy): string {
   const out: string[] = [
     `config ${policy.configPath} is valid`,
+    ...policy.warnings.map((warning) => `warning: ${warning}`),
     `listen ${policy.listen.hostname}:${policy.listen.port}, upstream ${policy.upstream.origin}, auth ${policy.auth.mode}`,
   ];
   if (policy.globalRateLimit) {

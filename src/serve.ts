@@ -187,6 +187,7 @@ export async function startButler(
   }
 
   const addr = await listened;
+  logConfigWarnings(policy, log);
   log.info("listening", {
     address: `${addr.hostname}:${addr.port}`,
     upstream: policy.upstream.origin,
@@ -215,6 +216,7 @@ export async function startButler(
       if (!keep) previous.oidc?.stop();
       metrics.configReloads.inc({ result: "success" });
       log.info("config reloaded", { clients: next.clients.length });
+      logConfigWarnings(next, log);
       if (
         next.stateFile !== policy.stateFile ||
         next.budgetTimezone !== policy.budgetTimezone
@@ -276,6 +278,13 @@ export async function startButler(
   // Finished means stopped for good: the usage is saved too.
   const finished = server.finished.then(() => stopping);
   return { addr, reload, shutdown, finished };
+}
+
+/** Logs each part of the config that will not take effect. */
+function logConfigWarnings(policy: Policy, log: Logger): void {
+  for (const warning of policy.warnings) {
+    log.warn("config warning", { warning });
+  }
 }
 
 /**

@@ -40,6 +40,7 @@ function policyFor(
 ): Policy {
   return {
     configPath: "butler.yaml",
+    warnings: [],
     envVars: [],
     listen: { hostname: "127.0.0.1", port: 8080 },
     upstream: new URL("http://127.0.0.1:11434"),

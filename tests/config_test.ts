@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError } from "../src/config/errors.ts";
 import { compilePolicy, loadPolicy } from "../src/config/load.ts";
+import { describePolicy } from "../src/describe.ts";
 
 const KEY = "0123456789abcdef";
 const KEY_DIGEST =
@@ -603,8 +604,64 @@ Deno.test("each auth mode names the piece it is missing", async () => {
     await errorLines(yaml(...MINIMAL, "    require_user_auth: true")),
     [
       "butler.yaml:5: clients[0].require_user_auth: needs a way to sign users " +
-      "in: users with auth.jwt_secret, or auth.oidc",
+      'in, which auth.mode "api_key" has not: use auth.mode "either" with ' +
+      "users and auth.jwt_secret, or with auth.oidc",
     ],
+  );
+  // Users and a secret are there, but api_key mode never takes their tokens.
+  assert.deepEqual(
+    await errorLines(yaml(
+      ...MINIMAL,
+      "    require_user_auth: true",
+      "auth:",
+      "  jwt_secret: " + "s".repeat(32),
+      "users:",
+      "  - name: alice",
+      "    password_hash: " + "$2b$04$" + "a".repeat(53),
+    )),
+    [
+      "butler.yaml:5: clients[0].require_user_auth: needs a way to sign users " +
+      'in, which auth.mode "api_key" has not: use auth.mode "either" with ' +
+      "users and auth.jwt_secret, or with auth.oidc",
+    ],
+  );
+});
+
+Deno.test("parts the auth mode never uses are warned about, not refused", async () => {
+  const keysUnused = await compile(yaml(
+    "upstream: http://127.0.0.1:11434",
+    "auth:",
+    "  mode: jwt_standalone",
+    "  jwt_secret: " + "s".repeat(32),
+    "users:",
+    "  - name: alice",
+    "    password_hash: " + "$2b$04$" + "a".repeat(53),
+    "clients:",
+    "  - name: local",
+    `    key: ${KEY}`,
+  ));
+  assert.deepEqual(keysUnused.warnings, [
+    'clients are unused: auth.mode "jwt_standalone" does not accept them; ' +
+    'use auth.mode "either" to accept every kind of credential',
+  ]);
+
+  const usersUnused = await compile(yaml(
+    ...MINIMAL,
+    "auth:",
+    "  jwt_secret: " + "s".repeat(32),
+    "users:",
+    "  - name: alice",
+    "    password_hash: " + "$2b$04$" + "a".repeat(53),
+  ));
+  assert.deepEqual(usersUnused.warnings, [
+    'users are unused: auth.mode "api_key" does not accept them; ' +
+    'use auth.mode "either" to accept every kind of credential',
+  ]);
+  assert.deepEqual((await compile(yaml(...MINIMAL))).warnings, []);
+  // `check` prints them.
+  assert.match(
+    describePolicy(keysUnused),
+    /^warning: clients are unused: auth\.mode "jwt_standalone"/m,
   );
 });
 

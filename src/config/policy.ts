@@ -95,6 +95,11 @@ export interface TlsSettings {
 export interface Policy {
   /** Absolute or relative path the config was read from. */
   readonly configPath: string;
+  /**
+   * Parts of a valid config that will not take effect (clients under an
+   * auth mode without API keys, …): `check` prints them, startup logs them.
+   */
+  readonly warnings: readonly string[];
   /** Environment variable names the config referenced with `${VAR}`. */
   readonly envVars: readonly string[];
   readonly listen: { readonly hostname: string; readonly port: number };

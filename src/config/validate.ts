@@ -173,6 +173,12 @@ export async function validatePolicy(
     roles: rolePolicies.size,
     userAuthRequired,
   }, issues);
+  const warnings = unusedAuthSources({
+    mode: auth.settings.mode,
+    clients: clients.length,
+    users: users.length,
+    oidc: auth.oidcWritten,
+  });
   await hashClientKeys(keys, issues);
 
   // 3. Everything else.
@@ -217,6 +223,7 @@ export async function validatePolicy(
       defaultMs: 30_000,
       allowZero: true,
     }),
+    warnings,
   };
   return deepFreeze(policy);
 }
@@ -666,16 +673,49 @@ function checkAuthSources(
     }
   }
 
-  const canSignInUsers = (users > 0 && auth.jwtSecretWritten) ||
-    auth.oidcWritten;
+  // Users sign in only where the mode takes their tokens.
+  const canSignInUsers =
+    (users > 0 && auth.jwtSecretWritten && mode !== "api_key" &&
+      mode !== "oidc") ||
+    (auth.oidcWritten && mode !== "api_key" && mode !== "jwt_standalone");
   if (canSignInUsers) return;
   for (const place of config.userAuthRequired) {
     issues.add(
       place.path,
       place.line,
-      "needs a way to sign users in: users with auth.jwt_secret, or auth.oidc",
+      mode === "api_key"
+        ? `needs a way to sign users in, which auth.mode "api_key" has ` +
+          `not: use auth.mode "either" with users and auth.jwt_secret, ` +
+          `or with auth.oidc`
+        : "needs a way to sign users in: users with auth.jwt_secret, or auth.oidc",
     );
   }
+}
+
+/**
+ * Parts of the config the auth mode never uses: valid (a Go Butler config
+ * may carry them), but whoever wrote them probably expects them to work.
+ */
+function unusedAuthSources(config: {
+  mode: AuthMode;
+  clients: number;
+  users: number;
+  oidc: boolean;
+}): string[] {
+  const { mode, clients, users, oidc } = config;
+  const warnings: string[] = [];
+  const acceptsKeys = mode === "api_key" || mode === "either";
+  const acceptsLocalUsers = mode === "jwt_standalone" || mode === "either";
+  const acceptsOidc = mode === "oidc" || mode === "either";
+  const unused = (what: string) =>
+    warnings.push(
+      `${what} unused: auth.mode "${mode}" does not accept them; ` +
+        `use auth.mode "either" to accept every kind of credential`,
+    );
+  if (clients > 0 && !acceptsKeys) unused("clients are");
+  if (users > 0 && !acceptsLocalUsers) unused("users are");
+  if (oidc && !acceptsOidc) unused("auth.oidc is");
+  return warnings;
 }
 
 function readTls(
