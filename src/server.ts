@@ -305,21 +305,29 @@ function refused(
 ): Response {
   const { trace, shared } = context;
   const client = trace.identity?.client?.name ?? "-";
+  // A refusal from authentication may name the person it refused.
+  const user = trace.identity?.user ?? detailString(refusal, "user");
+  const auth = trace.identity?.auth ?? detailString(refusal, "auth");
   shared.log.warn("refused", {
     reason: refusal.reason,
     status: refusal.status,
     route: match.route.label,
     client: trace.identity?.client?.name,
-    user: trace.identity?.user,
-    auth: trace.identity?.auth,
+    user,
+    auth,
     model: trace.model,
     ...refusal.detail,
   });
   shared.metrics.refusals.inc({
     client,
-    user: trace.identity?.user ?? "-",
-    auth: trace.identity?.auth ?? "-",
+    user: user ?? "-",
+    auth: auth ?? "-",
     reason: refusal.reason,
   });
   return renderRefusal(refusal, match.route.dialect);
+}
+
+function detailString(refusal: Refusal, key: string): string | undefined {
+  const value = refusal.detail?.[key];
+  return typeof value === "string" ? value : undefined;
 }

@@ -301,6 +301,18 @@ Deno.test("forged, foreign and stale provider tokens are refused and never forwa
       cases.map(([, , , reason]) => reason),
     );
     assert.equal(forwarded(stack).length, 0);
+    // A person refused for their roles is named in the log and the metrics.
+    const noRole = stack.logs.filter((line) =>
+      line.reason === "no_matching_role"
+    );
+    assert.deepEqual(noRole.map((line) => [line.user, line.auth]), [
+      ["mallory", "oidc"],
+      ["mallory", "oidc"],
+    ]);
+    assert.match(
+      await (await fetch(`${stack.url}/metrics`)).text(),
+      /butler_refusals_total\{client="-",user="mallory",auth="oidc",reason="no_matching_role"\} 2/,
+    );
   });
 });
 

@@ -140,7 +140,15 @@ async function verifyPersonToken(
       username: federated.username,
     });
     if (merged === undefined) {
-      return refuse(403, "no_matching_role", "no role of this user is allowed");
+      // The person is known, only not allowed: logs and metrics name them.
+      return refuse(
+        403,
+        "no_matching_role",
+        "no role of this user is allowed",
+        {
+          detail: { user: federated.username, auth: "oidc" },
+        },
+      );
     }
     return person("oidc", federated.username, merged);
   }
