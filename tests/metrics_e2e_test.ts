@@ -138,6 +138,9 @@ Deno.test("metrics after real traffic, parsed back", async () => {
         [`Bearer ${METRICS_BEARER}x`, 401],
         [`Basic ${METRICS_BEARER}`, 401],
         [METRICS_BEARER, 401],
+        [`Bearer ${METRICS_BEARER} `, 200],
+        [`Bearer ${METRICS_BEARER} x`, 401],
+        ["Bearer ", 401],
       ] as const
     ) {
       const answer = await fetch(stack.url + "/metrics", {

@@ -9,7 +9,9 @@
 
 import { createHash, timingSafeEqual } from "node:crypto";
 
-const BEARER = /^bearer[ \t]+(\S+)[ \t]*$/i;
+// The scheme, white space, then the token: everything up to trailing white
+// space (a configured bearer may itself contain spaces).
+const BEARER = /^bearer[ \t]+(.*?)[ \t]*$/is;
 
 /**
  * True when the `Authorization` header value carries `bearer` (the
@@ -27,7 +29,7 @@ export function metricsAuthorized(
   const presented = authorization === null
     ? undefined
     : BEARER.exec(authorization)?.[1];
-  if (presented === undefined) return false;
+  if (presented === undefined || presented === "") return false;
   return timingSafeEqual(digest(presented), digest(bearer));
 }
 
