@@ -217,11 +217,12 @@ export async function startButler(
       metrics.configReloads.inc({ result: "success" });
       log.info("config reloaded", { clients: next.clients.length });
       logConfigWarnings(next, log);
-      if (
-        next.stateFile !== policy.stateFile ||
-        next.budgetTimezone !== policy.budgetTimezone
-      ) {
-        log.warn("state_file and budget_timezone change at restart only", {
+      const startOnly = startOnlyChanges(policy, next);
+      if (startOnly.length > 0) {
+        log.warn("these fields change at restart only; still in use", {
+          fields: startOnly,
+          listen: `${policy.listen.hostname}:${policy.listen.port}`,
+          tls: policy.tls !== undefined,
           state_file: policy.stateFile,
           budget_timezone: policy.budgetTimezone,
         });
@@ -278,6 +279,31 @@ export async function startButler(
   // Finished means stopped for good: the usage is saved too.
   const finished = server.finished.then(() => stopping);
   return { addr, reload, shutdown, finished };
+}
+
+/**
+ * The fields read at start only whose values differ in `next`: a reload
+ * keeps the running ones, and says so.
+ */
+function startOnlyChanges(running: Policy, next: Policy): string[] {
+  const changed: string[] = [];
+  if (
+    next.listen.hostname !== running.listen.hostname ||
+    next.listen.port !== running.listen.port
+  ) {
+    changed.push("listen");
+  }
+  if (
+    next.tls?.certPath !== running.tls?.certPath ||
+    next.tls?.keyPath !== running.tls?.keyPath
+  ) {
+    changed.push("tls");
+  }
+  if (next.stateFile !== running.stateFile) changed.push("state_file");
+  if (next.budgetTimezone !== running.budgetTimezone) {
+    changed.push("budget_timezone");
+  }
+  return changed;
 }
 
 /** Logs each part of the config that will not take effect. */

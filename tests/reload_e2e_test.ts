@@ -266,3 +266,27 @@ Deno.test("SIGHUP to the process re-reads the config", async () => {
     assert.equal(status.code, 0, errors.text());
   }
 });
+
+Deno.test("a reload that changes listen or tls says they apply at restart only", async () => {
+  const stack = await startStack(config(), { sim: { chunks: 1 } });
+  try {
+    await writeConfigFor(
+      stack,
+      config().replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:9") +
+        "tls:\n  cert: /nonexistent/cert.pem\n  key: /nonexistent/key.pem\n",
+    );
+    assert.equal(await stack.butler.reload(), true);
+    const warning = stack.logs.find((line) =>
+      line.msg === "these fields change at restart only; still in use"
+    );
+    assert.ok(warning, JSON.stringify(stack.logs));
+    assert.deepEqual(warning.fields, ["listen", "tls"]);
+    assert.equal(warning.tls, false);
+    // Still served where it was, over plain HTTP.
+    const response = await generate(stack.url);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  } finally {
+    await stack.close();
+  }
+});
