@@ -657,6 +657,19 @@ Deno.test("parts the auth mode never uses are warned about, not refused", async 
     'users are unused: auth.mode "api_key" does not accept them; ' +
     'use auth.mode "either" to accept every kind of credential',
   ]);
+  const rolesUnused = await compile(yaml(
+    ...MINIMAL,
+    "role_policies:",
+    "  staff: {allow_models: ['*']}",
+    "user_overrides:",
+    "  alice: {allow_models: ['*']}",
+  ));
+  assert.deepEqual(rolesUnused.warnings, [
+    'role_policies are unused: auth.mode "api_key" does not accept them; ' +
+    'use auth.mode "either" to accept every kind of credential',
+    'user_overrides are unused: auth.mode "api_key" does not accept them; ' +
+    'use auth.mode "either" to accept every kind of credential',
+  ]);
   assert.deepEqual((await compile(yaml(...MINIMAL))).warnings, []);
   // `check` prints them.
   assert.match(

@@ -178,6 +178,8 @@ export async function validatePolicy(
     clients: clients.length,
     users: users.length,
     oidc: auth.oidcWritten,
+    roles: rolePolicies.size,
+    overrides: userOverrides.size,
   });
   await hashClientKeys(keys, issues);
 
@@ -701,8 +703,10 @@ function unusedAuthSources(config: {
   clients: number;
   users: number;
   oidc: boolean;
+  roles: number;
+  overrides: number;
 }): string[] {
-  const { mode, clients, users, oidc } = config;
+  const { mode, clients, users, oidc, roles, overrides } = config;
   const warnings: string[] = [];
   const acceptsKeys = mode === "api_key" || mode === "either";
   const acceptsLocalUsers = mode === "jwt_standalone" || mode === "either";
@@ -715,6 +719,11 @@ function unusedAuthSources(config: {
   if (clients > 0 && !acceptsKeys) unused("clients are");
   if (users > 0 && !acceptsLocalUsers) unused("users are");
   if (oidc && !acceptsOidc) unused("auth.oidc is");
+  // Role policies apply to provider users only; overrides to any person.
+  if (roles > 0 && !acceptsOidc) unused("role_policies are");
+  if (overrides > 0 && !acceptsLocalUsers && !acceptsOidc) {
+    unused("user_overrides are");
+  }
   return warnings;
 }
 
