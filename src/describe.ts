@@ -40,6 +40,17 @@ function limits(policy: SubjectPolicy): string[] {
   return lines;
 }
 
+/**
+ * A name as printed: as it is, or quoted as JSON when it has control
+ * characters or edge spaces, so a name cannot forge or break report lines.
+ */
+function shownName(name: string): string {
+  // \p{Cc}: C0 and C1 controls (CR, LF, tab, …).
+  return /\p{Cc}|[\u2028\u2029]|^\s|\s$/u.test(name)
+    ? JSON.stringify(name)
+    : name;
+}
+
 function block(title: string, lines: readonly string[]): string {
   return [title, ...lines.map((line) => `  ${line}`)].join("\n");
 }
@@ -58,16 +69,18 @@ export function describePolicy(policy: Policy): string {
     const extra = client.requireUserAuth
       ? ["needs a user token as well (require_user_auth)"]
       : [];
-    out.push(block(`client ${client.name}:`, [...limits(client), ...extra]));
+    out.push(
+      block(`client ${shownName(client.name)}:`, [...limits(client), ...extra]),
+    );
   }
   for (const user of policy.users) {
-    out.push(block(`user ${user.name}:`, limits(user)));
+    out.push(block(`user ${shownName(user.name)}:`, limits(user)));
   }
   for (const [role, rolePolicy] of policy.rolePolicies) {
-    out.push(block(`role ${role}:`, limits(rolePolicy)));
+    out.push(block(`role ${shownName(role)}:`, limits(rolePolicy)));
   }
   for (const [user, override] of policy.userOverrides) {
-    out.push(block(`user override ${user}:`, limits(override)));
+    out.push(block(`user override ${shownName(user)}:`, limits(override)));
   }
   return out.join("\n");
 }

@@ -678,6 +678,21 @@ Deno.test("parts the auth mode never uses are warned about, not refused", async 
   );
 });
 
+Deno.test("check quotes names that would break or forge its report lines", async () => {
+  const policy = await compile(yaml(
+    "upstream: http://127.0.0.1:11434",
+    "clients:",
+    '  - name: "app\\nclient evil:"',
+    `    key: ${KEY}`,
+    "  - name: plain",
+    `    key: ${OTHER_KEY}`,
+  ));
+  const report = describePolicy(policy);
+  assert.match(report, /^client "app\\nclient evil:":$/m);
+  assert.match(report, /^client plain:$/m);
+  assert.doesNotMatch(report, /^client evil:/m);
+});
+
 Deno.test("a bad upstream is refused", async () => {
   for (
     const [value, message] of [

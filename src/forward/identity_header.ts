@@ -12,9 +12,11 @@
  * So the value is percent-encoded as in RFC 3986: every UTF-8 byte outside
  * the unreserved characters and the sub-delimiters, `:` and `@` is written
  * `%XX` (upper-case hex), `%` and the space included. The result is always
- * printable ASCII, two different names never give the same value, and
+ * printable ASCII, two different names give different values (a lone
+ * surrogate, which has no UTF-8 form, is sent as U+FFFD), and
  * `decodeURIComponent` gives the name back. A name made only of the allowed
- * characters (every name that worked before) is sent unchanged.
+ * characters, as most are, is sent unchanged; one with other ASCII such as
+ * `\` or `/` (`CORP\jdoe`) now arrives encoded (`CORP%5Cjdoe`).
  *
  * @module
  */
