@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import bcrypt from "bcryptjs";
 import { startOllamaSim } from "./sim/ollama_sim.ts";
 import type { ProbeLine } from "./support/sandbox_probe.ts";
 import { compilePolicy } from "../src/config/load.ts";
@@ -241,6 +242,72 @@ Deno.test("under exactly those flags the real server serves and warns of nothing
     assert.ok(!child.lines.some((l) => l.includes("broader")));
     assert.ok(!child.lines.some((l) => l.includes(KEY)), "the key is logged");
   });
+});
+
+Deno.test("under exactly those flags a password login runs its bcrypt on a worker", async () => {
+  const sim = await startOllamaSim({ chunkDelayMs: 1 });
+  const dir = await Deno.makeTempDir({ prefix: "butler-sandbox-login-" });
+  const port = freePort();
+  const configPath = `${dir}/butler.yaml`;
+  const env = { SANDBOX_SECRET: "s".repeat(40) };
+  await Deno.writeTextFile(
+    configPath,
+    `listen: 127.0.0.1:${port}
+upstream: ${sim.url}
+auth:
+  mode: jwt_standalone
+  jwt_secret: \${SANDBOX_SECRET}
+users:
+  - name: alice
+    password_hash: "${bcrypt.hashSync("alice-password", 4)}"
+    allow_models: ["llama3.2"]
+`,
+  );
+  const { run } = await permissionsLine(configPath, env);
+  const child = spawn([
+    "run",
+    ...flagsOf(run),
+    "main.ts",
+    "--config",
+    configPath,
+  ], env);
+  try {
+    await child.waitFor((l) => l.includes('"msg":"listening"'));
+    const login = (password: string) =>
+      fetch(`http://127.0.0.1:${port}/auth/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "alice", password }),
+      });
+    const wrong = await login("guess");
+    assert.equal(wrong.status, 401);
+    await wrong.body?.cancel();
+    const right = await login("alice-password");
+    assert.equal(right.status, 200);
+    const { token } = await right.json();
+    const chat = await fetch(`http://127.0.0.1:${port}/api/chat`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        model: "llama3.2",
+        messages: [{ role: "user", content: "hi" }],
+        stream: false,
+      }),
+    });
+    assert.equal(chat.status, 200);
+    await chat.body?.cancel();
+  } finally {
+    const status = await child.stop();
+    assert.equal(status.code, 0);
+    await sim.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+  // The worker ran inside the sandbox: no fallback to the main thread.
+  assert.ok(
+    !child.lines.some((l) => l.includes("password checks run on the main")),
+    child.lines.join("\n"),
+  );
+  assert.ok(child.lines.some((l) => l.includes('"msg":"login"')));
 });
 
 Deno.test("inside the sandbox only the listen address, upstream and config are reachable", async () => {
