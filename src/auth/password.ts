@@ -10,8 +10,6 @@
 import bcrypt from "bcryptjs";
 import { createPasswordCompare } from "./password_worker.ts";
 
-export { createPasswordCompare };
-
 /** The bcrypt cost `hashPassword` uses unless told otherwise. */
 export const DEFAULT_BCRYPT_COST = 12;
 

@@ -7,10 +7,8 @@
  */
 
 import { handleLogin } from "../auth/login.ts";
-import {
-  createPasswordCompare,
-  type PasswordCompare,
-} from "../auth/password.ts";
+import type { PasswordCompare } from "../auth/password.ts";
+import { createPasswordCompare } from "../auth/password_worker.ts";
 import { healthResponse, upstreamReachable } from "../observe/health.ts";
 import { logLogin } from "../observe/login_log.ts";
 import { metricsAuthorized } from "../observe/metrics_auth.ts";
