@@ -21,6 +21,26 @@ export async function upstreamReachable(upstream: URL): Promise<boolean> {
   }
 }
 
+/**
+ * `upstreamReachable`, with probes in progress shared: `/healthz` needs no
+ * credentials, so however many callers ask at once, Ollama sees one probe
+ * at a time. An answer is never reused after its probe ends.
+ */
+export function coalescedProbe(
+  probe: (upstream: URL) => Promise<boolean> = upstreamReachable,
+): (upstream: URL) => Promise<boolean> {
+  const inFlight = new Map<string, Promise<boolean>>();
+  return (upstream) => {
+    const origin = upstream.origin;
+    let answer = inFlight.get(origin);
+    if (answer === undefined) {
+      answer = probe(upstream).finally(() => inFlight.delete(origin));
+      inFlight.set(origin, answer);
+    }
+    return answer;
+  };
+}
+
 /** The `/healthz` response. `oidc` is the identity provider's state, if any. */
 export function healthResponse(
   upstreamUp: boolean,

@@ -9,12 +9,15 @@
 import { handleLogin } from "../auth/login.ts";
 import type { PasswordCompare } from "../auth/password.ts";
 import { createPasswordCompare } from "../auth/password_worker.ts";
-import { healthResponse, upstreamReachable } from "../observe/health.ts";
+import { coalescedProbe, healthResponse } from "../observe/health.ts";
 import { logLogin } from "../observe/login_log.ts";
 import { metricsAuthorized } from "../observe/metrics_auth.ts";
 import type { Context } from "../runtime.ts";
 import type { Policy } from "../config/policy.ts";
 import { notFound } from "./not_found.ts";
+
+/** Upstream probes for `/healthz`; callers at the same moment share one. */
+const probeUpstream = coalescedProbe();
 
 /** bcrypt compares for logins, on worker threads (one per process). */
 let passwordCompare: PasswordCompare | undefined;
@@ -41,7 +44,7 @@ export async function ownRoute(
     if (request.method !== "GET" && request.method !== "HEAD") {
       return notFound();
     }
-    const up = await upstreamReachable(runtime.policy.upstream);
+    const up = await probeUpstream(runtime.policy.upstream);
     shared.metrics.upstreamUp.set({}, up ? 1 : 0);
     return healthResponse(up, { oidc: runtime.oidc?.state });
   }
