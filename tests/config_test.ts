@@ -671,6 +671,23 @@ Deno.test("parts the auth mode never uses are warned about, not refused", async 
     'use auth.mode "either" to accept every kind of credential',
   ]);
   assert.deepEqual((await compile(yaml(...MINIMAL))).warnings, []);
+
+  const costly = await compile(yaml(
+    ...MINIMAL,
+    "auth:",
+    "  mode: either",
+    "  jwt_secret: " + "s".repeat(32),
+    "users:",
+    "  - name: alice",
+    "    password_hash: " + "$2b$16$" + "a".repeat(53),
+    "  - name: bob",
+    "    password_hash: " + "$2b$12$" + "a".repeat(53),
+  ));
+  assert.equal(costly.warnings.length, 1);
+  assert.match(
+    costly.warnings[0],
+    /^users "alice": bcrypt cost 16 makes every login take about 4 s/,
+  );
   // `check` prints them.
   assert.match(
     describePolicy(keysUnused),

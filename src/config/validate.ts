@@ -173,14 +173,17 @@ export async function validatePolicy(
     roles: rolePolicies.size,
     userAuthRequired,
   }, issues);
-  const warnings = unusedAuthSources({
-    mode: auth.settings.mode,
-    clients: clients.length,
-    users: users.length,
-    oidc: auth.oidcWritten,
-    roles: rolePolicies.size,
-    overrides: userOverrides.size,
-  });
+  const warnings = [
+    ...costlyPasswordHashes(users),
+    ...unusedAuthSources({
+      mode: auth.settings.mode,
+      clients: clients.length,
+      users: users.length,
+      oidc: auth.oidcWritten,
+      roles: rolePolicies.size,
+      overrides: userOverrides.size,
+    }),
+  ];
   await hashClientKeys(keys, issues);
 
   // 3. Everything else.
@@ -692,6 +695,32 @@ function checkAuthSources(
         : "needs a way to sign users in: users with auth.jwt_secret, or auth.oidc",
     );
   }
+}
+
+/** bcrypt costs above this take seconds of CPU per login. */
+const MAX_COMFORTABLE_BCRYPT_COST = 14;
+
+/**
+ * Users whose hash is so costly that each login (and, for timing, each
+ * failed login for any name) holds a verification slot and a core for
+ * seconds: valid, but worth knowing.
+ */
+function costlyPasswordHashes(
+  users: readonly { name: string; passwordHash: string }[],
+): string[] {
+  const warnings: string[] = [];
+  for (const user of users) {
+    const cost = Number(BCRYPT_HASH.exec(user.passwordHash)?.[1]);
+    if (cost > MAX_COMFORTABLE_BCRYPT_COST) {
+      warnings.push(
+        `users ${JSON.stringify(user.name)}: bcrypt cost ${cost} makes every ` +
+          `login take about ${2 ** (cost - 12) / 4} s of CPU or more (each ` +
+          `step up doubles it), and unknown names are checked at the highest ` +
+          `cost; ${MAX_COMFORTABLE_BCRYPT_COST} or less keeps logins quick`,
+      );
+    }
+  }
+  return warnings;
 }
 
 /**
