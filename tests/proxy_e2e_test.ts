@@ -78,6 +78,11 @@ Deno.test("no credential Butler received reaches Ollama", async () => {
       "x-butler-user-token": "forged",
       origin: "http://evil.example",
       "proxy-authorization": "Basic abc",
+      forwarded: "for=10.0.0.1",
+      "x-forwarded-for": "10.0.0.1",
+      "x-forwarded-port": "443",
+      "x-forwarded-prefix": "/admin",
+      "x-real-ip": "10.0.0.1",
     });
     assert.equal(response.status, 200);
     await response.body?.cancel();
@@ -91,6 +96,11 @@ Deno.test("no credential Butler received reaches Ollama", async () => {
         "proxy-authorization",
         "x-butler-user",
         "x-butler-user-token",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
       ]
     ) {
       assert.equal(headers[name], undefined, `${name} must not reach Ollama`);

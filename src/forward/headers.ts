@@ -32,9 +32,7 @@ const NEVER_UPSTREAM = new Set([
   "accept-encoding",
   "content-encoding",
   "forwarded",
-  "x-forwarded-for",
-  "x-forwarded-host",
-  "x-forwarded-proto",
+  "x-real-ip",
 ]);
 
 const NONE_LISTED: ReadonlySet<string> = new Set();
@@ -74,6 +72,9 @@ export function upstreamRequestHeaders(
   incoming.forEach((value, name) => {
     if (HOP_BY_HOP.has(name) || NEVER_UPSTREAM.has(name)) return;
     if (listed.has(name) || name.startsWith("x-butler-")) return;
+    // Client-made claims about where the request came from (any
+    // X-Forwarded-*): Butler is the proxy, and it vouches for none of them.
+    if (name.startsWith("x-forwarded-")) return;
     out.append(name, value);
   });
   // Butler reads token counts from the stream: it must be plain bytes.
