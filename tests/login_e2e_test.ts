@@ -348,5 +348,16 @@ Deno.test("a web page cannot post logins: JSON only, and browser origins must be
     });
     assert.equal(ok.status, 200);
     await ok.body?.cancel();
+    // Each refusal is logged and counted with its reason, without a name.
+    const reasons = stack.logs.filter((line) => line.msg === "refused")
+      .map((line) => line.reason);
+    assert.deepEqual(reasons.slice(0, 3), [
+      "login_not_json",
+      "login_not_json",
+      "login_origin_not_allowed",
+    ]);
+    assert.ok(
+      stack.logs.every((line) => line.msg !== "refused" || !("user" in line)),
+    );
   });
 });

@@ -11,8 +11,11 @@ import type { Shared } from "../runtime.ts";
 const LOGIN_REFUSAL_REASONS: Readonly<Record<number, string>> = {
   400: "bad_login_body",
   401: "invalid_credentials",
+  403: "login_origin_not_allowed",
   404: "unknown_route",
+  408: "body_timeout",
   413: "body_too_large",
+  415: "login_not_json",
   429: "login_throttled",
 };
 

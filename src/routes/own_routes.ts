@@ -63,10 +63,13 @@ export async function ownRoute(
   }
   if (url.endsWith("/auth/login") && path === "/auth/login") {
     if (request.method !== "POST") return notFound();
-    const crossSite = refuseCrossSiteLogin(request, runtime.policy);
-    if (crossSite !== undefined) return crossSite;
     const remote = options.info.remoteAddr;
     const address = remote.transport === "tcp" ? remote.hostname : "local";
+    const crossSite = refuseCrossSiteLogin(request, runtime.policy);
+    if (crossSite !== undefined) {
+      await logLogin(crossSite, { shared, address });
+      return crossSite;
+    }
     passwordCompare ??= createPasswordCompare({
       onFallback: (reason) =>
         shared.log.warn(
