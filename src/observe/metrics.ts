@@ -440,7 +440,7 @@ export function butlerMetrics(registry: Registry): ButlerMetrics {
     ),
     timeToFirstByte: registry.histogram(
       "butler_time_to_first_byte_seconds",
-      "Time from the request's arrival to the first byte of the response body.",
+      "Time from the request's arrival to Ollama's response headers.",
       ["route"],
       [...DURATION_BUCKETS_SECONDS],
     ),
