@@ -294,3 +294,49 @@ Deno.test("a corrupt or unwritable state file stops startup", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a non-streamed answer abandoned midway is charged its whole reservation", async () => {
+  // A long answer: its text is far over the 256 KiB Butler reads whole, and
+  // its counts come only at its end.
+  const stack = await startStack(config("", 150_000), {
+    sim: { chunks: 100_000, chunkDelayMs: 0 },
+  });
+  try {
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: Number(new URL(stack.url).port),
+    });
+    const body = JSON.stringify({
+      model: "llama3.2",
+      messages: [{ role: "user", content: "a long one" }],
+      stream: false,
+    });
+    await conn.write(new TextEncoder().encode(
+      `POST /api/chat HTTP/1.1\r\nHost: x\r\n` +
+        `Authorization: Bearer ${KEYS.app}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n` +
+        body,
+    ));
+    // Read some of the answer, then hang up.
+    const buffer = new Uint8Array(16 * 1024);
+    let read = 0;
+    while (read < 64 * 1024) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      read += n;
+    }
+    conn.close();
+
+    const line = await eventually(() =>
+      stack.logs.find((l) => l.msg === "response" && l.route === "/api/chat")
+    );
+    assert.equal(line.end, "client_closed");
+    // No count was read; the reservation (all that was left) is charged.
+    assert.equal(line.generated_tokens, 150_000);
+    const next = await chat(stack, {});
+    assert.equal(next.status, 429);
+    await next.body?.cancel();
+  } finally {
+    await stack.close();
+  }
+});

@@ -23,7 +23,11 @@ import { upstreamBody } from "./request_body.ts";
 import { answerListing } from "./listing.ts";
 import { type AnswerEnd, answerStream } from "./answer_stream.ts";
 import { streamErrorEnding } from "./stream_error.ts";
-import { countTokensInBody, type StreamFormat } from "./token_tap.ts";
+import {
+  countTokensInBody,
+  type StreamFormat,
+  type TokenCounts,
+} from "./token_tap.ts";
 import { tapDialectFor } from "./tap_dialect.ts";
 import { accountAnswer } from "../account/account_answer.ts";
 
@@ -144,7 +148,10 @@ export async function forward(
         ? "shutdown"
         : answer.end,
       bytesOut: answer.bytes,
-      tokens: answer.tokens,
+      tokens: abandonedAnswerTokens(answer, {
+        format,
+        reserved: input.reservation.amount,
+      }),
     }, {
       context,
       identity,
@@ -219,4 +226,26 @@ export async function forward(
     onEnd: finish,
   });
   return new Response(body, { status: upstream.status, headers });
+}
+
+/**
+ * The counts to charge for an answer. A non-streamed answer carries its
+ * counts at its very end, after all of its text, and Ollama has generated
+ * all of it before the first byte: one the client abandons midway has no
+ * counts to read and no chunks to count, though the client may have read
+ * nearly all of it. It is charged its whole reservation, the generation
+ * limit it carried; otherwise abandoning answers would spend nothing.
+ */
+function abandonedAnswerTokens(
+  answer: AnswerEnd,
+  options: { format: StreamFormat; reserved: number },
+): TokenCounts | undefined {
+  const { tokens } = answer;
+  if (
+    tokens === undefined || options.format !== "json" ||
+    answer.end !== "client_closed" || tokens.generated !== undefined
+  ) {
+    return tokens;
+  }
+  return { ...tokens, generated: options.reserved };
 }
