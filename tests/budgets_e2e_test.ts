@@ -340,3 +340,40 @@ Deno.test("a non-streamed answer abandoned midway is charged its whole reservati
     await stack.close();
   }
 });
+
+Deno.test("a stream cut at its cap is charged the cap, never past the budget", async () => {
+  // This upstream ignores the OpenAI max_tokens, so the stream guard cuts.
+  const stack = await startStack(config(), {
+    sim: { chunks: 40, chunkDelayMs: 0, ignoreMaxTokens: true },
+  });
+  try {
+    const delivered: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const response = await fetch(stack.url + "/v1/chat/completions", {
+        method: "POST",
+        headers: bearer(KEYS.limited),
+        body: JSON.stringify({
+          model: "llama3.2",
+          messages: [{ role: "user", content: "hi" }],
+          stream: true,
+        }),
+      });
+      if (response.status === 429) {
+        await response.body?.cancel();
+        break;
+      }
+      assert.equal(response.status, 200);
+      const text = await response.text();
+      delivered.push(
+        text.split("\n").filter((line) =>
+          line.startsWith("data: {") && line.includes('"content":"')
+        ).length,
+      );
+    }
+    // max_predict 4 and a budget of 100: 25 streams of exactly 4, then 429.
+    assert.ok(delivered.every((n) => n === 4), JSON.stringify(delivered));
+    assert.equal(delivered.length, 25);
+  } finally {
+    await stack.close();
+  }
+});

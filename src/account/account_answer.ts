@@ -66,7 +66,11 @@ export function accountAnswer(
     shared.metrics.tokens.inc({ ...labels, kind: "prompt" }, tokens.prompt);
   }
   const generated = tokens?.generated ?? tokens?.contentChunks;
-  options.reservation.settle(generated ?? 0);
+  // The budget is charged what was generated, but never more than the
+  // request was allowed: a stream the guard cuts at its cap has read one
+  // chunk past it, and that chunk never reached the client.
+  const reservation = options.reservation;
+  settleWithin(reservation, generated ?? 0);
   if (generated) {
     shared.metrics.tokens.inc({ ...labels, kind: "generated" }, generated);
   }
@@ -85,4 +89,13 @@ export function accountAnswer(
     prompt_tokens: tokens?.prompt,
     generated_tokens: generated,
   });
+}
+
+function settleWithin(reservation: BudgetReservation, generated: number): void {
+  // A request outside every budget reserves nothing: there is no bound.
+  reservation.settle(
+    reservation.amount > 0
+      ? Math.min(generated, reservation.amount)
+      : generated,
+  );
 }
