@@ -1013,3 +1013,61 @@ Deno.test("management routes need allow_management and check every model", async
     await stack.close();
   }
 });
+
+Deno.test("a blob upload over the limit is 413, one broken off is the client's, neither blames Ollama", async () => {
+  const config = CONFIG + `
+  - name: uploader
+    key: test-key-uploader-0123456789
+    allow_models: ["*"]
+    allow_management: true
+    max_request_bytes: 100000
+`;
+  await withStackFor(config, async (stack) => {
+    const digest = "sha256:" + "b".repeat(64);
+    const headers = bearer("test-key-uploader-0123456789");
+    // Chunked, so nothing is known until the 100 001st byte.
+    let sent = 0;
+    const tooMuch = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 300_000) return controller.close();
+        controller.enqueue(new Uint8Array(10_000));
+        sent += 10_000;
+      },
+    });
+    const over = await fetch(`${stack.url}/api/blobs/${digest}`, {
+      method: "POST",
+      headers,
+      body: tooMuch,
+    });
+    assert.equal(over.status, 413);
+    assert.match((await over.json()).error, /100000 bytes/);
+
+    // Declares 90 kB, sends 20 kB, hangs up.
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: Number(new URL(stack.url).port),
+    });
+    await conn.write(new TextEncoder().encode(
+      `POST /api/blobs/${digest} HTTP/1.1\r\nHost: x\r\n` +
+        `Authorization: ${headers.authorization}\r\n` +
+        `Content-Length: 90000\r\n\r\n`,
+    ));
+    await conn.write(new Uint8Array(20_000));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    conn.close();
+
+    const reasons = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        const found = stack.logs.filter((l) => l.msg === "refused")
+          .map((l) => l.reason);
+        if (found.length >= 2) return found;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return stack.logs.filter((l) => l.msg === "refused").map((l) => l.reason);
+    })();
+    assert.deepEqual(reasons, ["body_too_large", "client_closed"]);
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    assert.doesNotMatch(metrics, /butler_upstream_up 0/);
+    assert.doesNotMatch(metrics, /reason="upstream_unavailable"/);
+  });
+});

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { limitStream } from "../request/read_request.ts";
+import { type UploadBody, watchUpload } from "./upload_body.ts";
 import { type JsonNode, serializeJson } from "../request/go_json.ts";
 
 /** What the request path knows about the body by the forward step. */
@@ -23,16 +23,21 @@ export interface RequestBodySource {
   readonly limit: number | undefined;
 }
 
-/** The body to forward for `request`. */
+/** The body to forward for `request`, and the upload watch when it streams. */
 export function upstreamBody(
   request: Request,
   source: RequestBodySource,
-): BodyInit | null {
-  if (source.rewritten !== undefined) return serializeJson(source.rewritten);
-  if (source.readBytes !== null) {
-    return source.readBytes as Uint8Array<ArrayBuffer>;
+): { body: BodyInit | null; upload?: UploadBody } {
+  if (source.rewritten !== undefined) {
+    return { body: serializeJson(source.rewritten) };
   }
-  if (request.method === "GET" || request.method === "HEAD") return null;
-  if (request.body === null || source.limit === undefined) return request.body;
-  return limitStream(request.body, source.limit);
+  if (source.readBytes !== null) {
+    return { body: source.readBytes as Uint8Array<ArrayBuffer> };
+  }
+  if (request.method === "GET" || request.method === "HEAD") {
+    return { body: null };
+  }
+  if (request.body === null) return { body: null };
+  const upload = watchUpload(request.body, source.limit);
+  return { body: upload.stream, upload };
 }

@@ -20,6 +20,7 @@ import {
   upstreamRequestHeaders,
 } from "./headers.ts";
 import { upstreamBody } from "./request_body.ts";
+import type { UploadProblem } from "./upload_body.ts";
 import { answerListing } from "./listing.ts";
 import { type AnswerEnd, answerStream } from "./answer_stream.ts";
 import { streamErrorEnding } from "./stream_error.ts";
@@ -74,30 +75,38 @@ export async function forward(
   const { route } = match;
   const clientName = identity.client?.name ?? "-";
 
-  const upstream = await fetchUpstream({
+  const { body: requestBody, upload } = upstreamBody(request, {
+    rewritten: decision.rewrittenBody,
+    readBytes: input.forwardBytes,
+    limit: input.limit,
+  });
+  const fetched = await fetchUpstream({
     method: request.method,
     target: match.path + (route.kind === "transcribe" ? match.query : ""),
     headers: upstreamRequestHeaders(request.headers, {
       client: identity.client?.name,
       user: identity.user,
     }),
-    body: upstreamBody(request, {
-      rewritten: decision.rewrittenBody,
-      readBytes: input.forwardBytes,
-      limit: input.limit,
-    }),
+    body: requestBody,
     clientSignal: input.signal,
   }, {
     upstream: runtime.policy.upstream,
     timeoutMs: runtime.policy.upstreamTimeoutMs,
   });
+  if (upload !== undefined) trace.bytesIn = upload.bytes();
+  // An upload that failed on the client's side is not Ollama's failure.
+  const upstream = isRefusal(fetched) && upload?.problem() !== undefined
+    ? uploadRefusal(upload.problem()!, input.limit)
+    : fetched;
   if (isRefusal(upstream)) {
     release();
     input.reservation.settle(0);
-    shared.metrics.upstreamUp.set(
-      {},
-      upstream.reason === "upstream_unavailable" ? 0 : 1,
-    );
+    if (upload?.problem() === undefined) {
+      shared.metrics.upstreamUp.set(
+        {},
+        upstream.reason === "upstream_unavailable" ? 0 : 1,
+      );
+    }
     return upstream;
   }
   shared.metrics.upstreamUp.set({}, 1);
@@ -248,4 +257,18 @@ function abandonedAnswerTokens(
     return tokens;
   }
   return { ...tokens, generated: options.reserved };
+}
+
+/** The refusal for an upload the client broke off or sent too much of. */
+function uploadRefusal(
+  problem: UploadProblem,
+  limit: number | undefined,
+): Refusal {
+  return problem === "too_large"
+    ? refuse(
+      413,
+      "body_too_large",
+      `request body exceeds the limit of ${limit} bytes`,
+    )
+    : refuse(499, "client_closed", "client closed the request");
 }

@@ -84,26 +84,3 @@ export async function readRequest(
     throw error;
   }
 }
-
-/**
- * Wraps a body Butler does not read in a stream that fails once more than
- * `limit` bytes have passed, so an upload cannot exceed the client's limit.
- */
-export function limitStream(
-  body: ReadableStream<Uint8Array>,
-  limit: number,
-): ReadableStream<Uint8Array> {
-  let seen = 0;
-  return body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        seen += chunk.byteLength;
-        if (seen > limit) {
-          controller.error(new RangeError(`body exceeds ${limit} bytes`));
-          return;
-        }
-        controller.enqueue(chunk);
-      },
-    }),
-  );
-}
