@@ -133,7 +133,14 @@ async function handleRequest(
   let rateHeaders: Record<string, string> = {};
   if (rateChecks.length > 0) {
     const verdict = shared.rate.takeAll(rateChecks);
-    rateHeaders = rateLimitHeaders("butler", verdict);
+    // Named for the limit that binds: "global", or the kind of subject
+    // ("client", "user", "oidc"), so each policy keeps one name.
+    rateHeaders = rateLimitHeaders(
+      verdict.key === "global"
+        ? "global"
+        : (verdict.key ?? "limit").split(":")[0],
+      verdict,
+    );
     if (!verdict.allowed) {
       return refused(
         {

@@ -155,19 +155,31 @@ clients:
 `;
   await withStackFor(config, async (stack) => {
     const statuses: number[] = [];
+    const policies: string[] = [];
     for (const key of [KEYS.app, KEYS.app, KEYS.app, KEYS.limited]) {
       const response = await generate(stack, key);
       statuses.push(response.status);
+      policies.push(response.headers.get("ratelimit-policy")!);
       await response.body?.cancel();
     }
     // app's third is over its own 2/min; other's first still fits globally.
     assert.deepEqual(statuses, [200, 200, 429, 200]);
+    // Each policy keeps its name: the client's own, or the global one.
+    assert.deepEqual(policies, [
+      '"client";q=2;w=60',
+      '"client";q=2;w=60',
+      '"client";q=2;w=60',
+      '"global";q=3;w=60',
+    ]);
 
     const overGlobal = await generate(stack, KEYS.limited);
     assert.equal(overGlobal.status, 429);
     await overGlobal.body?.cancel();
     assert.match(overGlobal.headers.get("retry-after")!, /^\d+$/);
-    assert.match(overGlobal.headers.get("ratelimit-policy")!, /;q=3;w=60$/);
+    assert.equal(
+      overGlobal.headers.get("ratelimit-policy"),
+      '"global";q=3;w=60',
+    );
     assert.equal(stack.sim.records.length, 3);
   });
 });

@@ -35,6 +35,8 @@ export interface RateDecision {
   limit: number;
   /** The rate's period in whole seconds (at least 1). */
   periodSeconds: number;
+  /** From `takeAll`: the key of the check this decision is (the binding one). */
+  key?: string;
 }
 
 /** Options of {@linkcode RateLimiter}. */
@@ -147,7 +149,7 @@ export class RateLimiter {
       assertRate(rate, key);
       const stored = pending.get(key) ?? this.#tats.get(key) ?? now;
       const outcome = evaluate(stored, now, rate);
-      const decision = outcome.decision;
+      const decision = { ...outcome.decision, key };
       if (!decision.allowed) {
         if (
           refused === undefined ||
