@@ -3,7 +3,7 @@
  * (draft-ietf-httpapi-ratelimit-headers, versions 08 and later):
  *
  * - `RateLimit-Policy: "name";q=<quota>;w=<window seconds>`: the policy,
- *   the same on every response;
+ *   under a name that stays the same for each limit;
  * - `RateLimit: "name";r=<remaining>;t=<seconds>`: the state after this
  *   request;
  * - `Retry-After: <seconds>` on a refusal only.
