@@ -51,6 +51,8 @@ export interface Trace {
   identity?: Identity;
   model?: string;
   bytesIn: number;
+  /** The RateLimit headers, once the rate limits were taken. */
+  rateHeaders?: Record<string, string>;
 }
 
 /** What every step of one request is handled with. */

@@ -141,6 +141,8 @@ async function handleRequest(
         : (verdict.key ?? "limit").split(":")[0],
       verdict,
     );
+    // Every answer from here on says where the caller stands, refusals too.
+    trace.rateHeaders = rateHeaders;
     if (!verdict.allowed) {
       return refused(
         {
@@ -311,6 +313,12 @@ function refused(
   context: Context,
 ): Response {
   const { trace, shared } = context;
+  if (trace.rateHeaders !== undefined) {
+    refusal = {
+      ...refusal,
+      headers: { ...trace.rateHeaders, ...refusal.headers },
+    };
+  }
   const client = trace.identity?.client?.name ?? "-";
   // A refusal from authentication may name the person it refused.
   const user = trace.identity?.user ?? detailString(refusal, "user");

@@ -183,3 +183,31 @@ clients:
     assert.equal(stack.sim.records.length, 3);
   });
 });
+
+Deno.test("refusals after the rate check carry the RateLimit headers too", async () => {
+  const config = `
+listen: 127.0.0.1:0
+upstream: {{UPSTREAM}}
+clients:
+  - name: app
+    key: ${KEYS.app}
+    allow_models: ["llama3.2"]
+    rate_limit: 10/min
+`;
+  await withStackFor(config, async (stack) => {
+    const denied = await fetch(stack.url + "/api/generate", {
+      method: "POST",
+      headers: bearer(KEYS.app),
+      body: JSON.stringify({ model: "qwen2.5", prompt: "hi" }),
+    });
+    assert.equal(denied.status, 403);
+    await denied.body?.cancel();
+    assert.equal(denied.headers.get("ratelimit-policy"), '"client";q=10;w=60');
+    // The refused request counted: nine left.
+    assert.equal(
+      RATE_LIMIT_FIELD.exec(denied.headers.get("ratelimit")!)?.[1],
+      "9",
+    );
+    assert.equal(denied.headers.get("retry-after"), null);
+  });
+});
