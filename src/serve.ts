@@ -34,6 +34,12 @@ import {
 import { VERSION } from "./version.ts";
 
 /**
+ * How long shutdown waits, after the grace period, for connections it has
+ * cancelled to close before it saves the usage and stops anyway.
+ */
+const AFTER_GRACE_MS = 2000;
+
+/**
  * Butler cannot start: its listen address or a TLS file cannot be used. The
  * message names the config field, its value and what is wrong.
  */
@@ -257,7 +263,17 @@ export async function startButler(
       });
       await Promise.race([server.shutdown(), expired]);
       clearTimeout(timer);
-      await server.finished;
+      // A connection still open past the grace (a client trickling a body
+      // Butler is waiting for) must not hold up saving the usage: wait a
+      // moment for the cancelled requests to wind down, then go on.
+      let settle: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        server.finished,
+        new Promise<void>((resolve) => {
+          settle = setTimeout(resolve, AFTER_GRACE_MS);
+        }),
+      ]);
+      clearTimeout(settle);
       runtime.oidc?.stop();
       saver?.stop();
       await saver?.flush({ always: true });

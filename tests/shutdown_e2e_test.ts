@@ -196,3 +196,50 @@ Deno.test("SIGINT: idle Butler exits 0 at once and writes its usage", async () =
     await Deno.remove(butler.dir, { recursive: true });
   }
 });
+
+Deno.test("SIGTERM: a client trickling a body does not hold Butler past the grace", async () => {
+  const sim = await startOllamaSim({ chunks: 3, chunkDelayMs: 1 });
+  const butler = await startProcess(sim.url);
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: Number(new URL(butler.url).port),
+  });
+  try {
+    // One answered request, so there is usage to save.
+    await (await generate(butler.url)).text();
+    // A request whose body never finishes arriving.
+    await conn.write(new TextEncoder().encode(
+      `POST /api/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEYS.app}\r\n` +
+        `Content-Length: 1000\r\n\r\n{"model":`,
+    ));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const started = performance.now();
+    butler.child.kill("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const status = await Promise.race([
+      butler.child.status,
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), 10_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    const elapsed = performance.now() - started;
+    assert.ok(status !== undefined, "still running 10 s after SIGTERM");
+    await Promise.all([butler.output.done, butler.errors.done]);
+    assert.equal(status.code, 0, butler.errors.text());
+    // 1 s of grace and a short wait after it, not as long as the client likes.
+    assert.ok(elapsed < 8000, `exited ${Math.round(elapsed)} ms after SIGTERM`);
+    assert.match(butler.output.text(), /"msg":"stopped"/);
+    const state = JSON.parse(await Deno.readTextFile(butler.stateFile));
+    assert.equal(state.usage["client:app"].generated, 3);
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // already closed by Butler's exit
+    }
+    await stopIfRunning(butler.child);
+    await sim.close();
+    await Deno.remove(butler.dir, { recursive: true });
+  }
+});
