@@ -436,4 +436,18 @@ Deno.test("compose: Butler beside Ollama, config read-only, key from an env file
     DOCKER_CONFIG,
   ], { env: { BUTLER_KEY: "docker-key-0123456789" } });
   assert.equal(checked.code, 0, checked.stderr);
+
+  // Copied without a key put in, the example cannot start Butler.
+  const unedited = /^BUTLER_KEY=(.*)$/m.exec(example)?.[1];
+  assert.equal(unedited, "");
+  const refused = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    "main.ts",
+    "check",
+    "--config",
+    DOCKER_CONFIG,
+  ], { env: { BUTLER_KEY: unedited! } });
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /clients\[0\]\.key/);
 });
