@@ -109,7 +109,10 @@ async function run(args: Args): Promise<number> {
       return 0;
     }
     case "permissions": {
-      const policy = await loadPolicy(args.config);
+      // Only the names of the variables matter here, not their values: an
+      // operator should not need the production secrets in a shell to get
+      // the flags. Unset ones get a stand-in that passes validation.
+      const policy = await loadPolicy(args.config, { env: orStandIn });
       const flags = [
         ...permissionFlags(requiredPermissions(policy)),
         ...RUNTIME_FLAGS,
@@ -123,6 +126,10 @@ async function run(args: Args): Promise<number> {
     case "healthcheck": {
       const result = await probeHealth(await loadPolicy(args.config));
       if ("error" in result) console.error(`healthcheck: ${result.error}`);
+      else if (result.status !== 200) {
+        // Container health logs show this line: say why it is unhealthy.
+        console.error(`healthcheck: /healthz answered ${result.status}`);
+      }
       return "status" in result && result.status === 200 ? 0 : 1;
     }
     default: {
@@ -134,6 +141,21 @@ async function run(args: Args): Promise<number> {
       return 0;
     }
   }
+}
+
+/**
+ * `${VAR}` values for `permissions`: the environment's, or for a variable
+ * that is not set (or may not be read), a stand-in long enough for a key or
+ * a secret and distinct per name, so two clients' keys do not collide.
+ */
+function orStandIn(name: string): string {
+  let value: string | undefined;
+  try {
+    value = Deno.env.get(name);
+  } catch {
+    value = undefined;
+  }
+  return value ?? `stand-in-for-${name}-${"x".repeat(40)}`;
 }
 
 if (import.meta.main) {
@@ -164,7 +186,8 @@ if (import.meta.main) {
     if (error instanceof Deno.errors.NotCapable) {
       console.error(
         `butler: permission refused: ${error.message}\n` +
-          "run `main.ts permissions` for the flags this config needs",
+          "run `butler permissions` (or `main.ts permissions`) for the " +
+          "flags this config needs",
       );
       Deno.exit(1);
     }

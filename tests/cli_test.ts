@@ -209,6 +209,13 @@ clients:
     `deno run ${flags} main.ts --config ${path}\n` +
       `deno compile ${flags} --output butler main.ts --config ${path}\n`,
   );
+
+  // The secrets need not be at hand: the same flags without them set.
+  const withoutSecrets = await butler(["permissions", "--config", path], {
+    env: {},
+  });
+  assert.equal(withoutSecrets.code, 0, withoutSecrets.stderr);
+  assert.equal(withoutSecrets.stdout, ran.stdout);
 });
 
 Deno.test("hash-password: reads standard input and prints a bcrypt hash that verifies", async () => {
