@@ -24,6 +24,7 @@ RUN deno compile \
       --allow-env=BUTLER_KEY,LOG_STREAM,LOG_TOKENS \
       --no-prompt \
       --unstable-no-legacy-abort \
+      --exclude-unused-npm \
       --output /out/butler main.ts \
  && mkdir -p /out/state
 

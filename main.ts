@@ -118,8 +118,11 @@ async function run(args: Args): Promise<number> {
         ...RUNTIME_FLAGS,
       ].join(" ");
       console.log(`deno run ${flags} main.ts --config ${args.config}`);
+      // Only the npm packages main.ts imports go into the binary, not the
+      // test tools in the lockfile.
       console.log(
-        `deno compile ${flags} --output butler main.ts --config ${args.config}`,
+        `deno compile ${flags} --exclude-unused-npm --output butler main.ts ` +
+          `--config ${args.config}`,
       );
       return 0;
     }

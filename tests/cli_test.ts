@@ -207,7 +207,8 @@ clients:
   assert.equal(
     ran.stdout,
     `deno run ${flags} main.ts --config ${path}\n` +
-      `deno compile ${flags} --output butler main.ts --config ${path}\n`,
+      `deno compile ${flags} --exclude-unused-npm --output butler main.ts ` +
+      `--config ${path}\n`,
   );
 
   // The secrets need not be at hand: the same flags without them set.
