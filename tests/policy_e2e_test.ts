@@ -1066,6 +1066,17 @@ Deno.test("a blob upload over the limit is 413, one broken off is the client's, 
       return stack.logs.filter((l) => l.msg === "refused").map((l) => l.reason);
     })();
     assert.deepEqual(reasons, ["body_too_large", "client_closed"]);
+    // An upload streams through as it arrives, so Ollama saw both start; it
+    // got neither whole and stored nothing (the digest does not match).
+    const stored = () =>
+      stack.sim.records.filter((record) =>
+        !/digest mismatch/.test(record.error ?? "")
+      );
+    for (let i = 0; i < 100 && stored().length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(stack.sim.records.length, 2);
+    assert.deepEqual(stored(), [], "Ollama stored a refused upload");
     const metrics = await (await fetch(`${stack.url}/metrics`)).text();
     assert.doesNotMatch(metrics, /butler_upstream_up 0/);
     assert.doesNotMatch(metrics, /reason="upstream_unavailable"/);

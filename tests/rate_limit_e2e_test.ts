@@ -18,17 +18,21 @@ function generate(stack: Stack, key: string) {
 
 const RATE_LIMIT_FIELD = /^"[^"]+";r=(\d+);t=(\d+)$/;
 
-Deno.test("real time: 2/sec lets two through, refuses the third, then lets one through again", async () => {
-  const config = `
+/** One client, `app`, allowed llama3.2 at `rate`. */
+function appLimitedTo(rate: string): string {
+  return `
 listen: 127.0.0.1:0
 upstream: {{UPSTREAM}}
 clients:
   - name: app
     key: ${KEYS.app}
     allow_models: ["llama3.2"]
-    rate_limit: 2/sec
+    rate_limit: ${rate}
 `;
-  await withStackFor(config, async (stack) => {
+}
+
+Deno.test("real time: 2/sec lets two through, refuses the third, then lets one through again", async () => {
+  await withStackFor(appLimitedTo("2/sec"), async (stack) => {
     for (const remaining of ["1", "0"]) {
       const response = await generate(stack, KEYS.app);
       assert.equal(response.status, 200);
@@ -185,16 +189,7 @@ clients:
 });
 
 Deno.test("refusals after the rate check carry the RateLimit headers too", async () => {
-  const config = `
-listen: 127.0.0.1:0
-upstream: {{UPSTREAM}}
-clients:
-  - name: app
-    key: ${KEYS.app}
-    allow_models: ["llama3.2"]
-    rate_limit: 10/min
-`;
-  await withStackFor(config, async (stack) => {
+  await withStackFor(appLimitedTo("10/min"), async (stack) => {
     const denied = await fetch(stack.url + "/api/generate", {
       method: "POST",
       headers: bearer(KEYS.app),
@@ -209,5 +204,10 @@ clients:
       "9",
     );
     assert.equal(denied.headers.get("retry-after"), null);
+    assert.equal(
+      stack.sim.records.length,
+      0,
+      "a refused request reached Ollama",
+    );
   });
 });
