@@ -336,6 +336,8 @@ Deno.test("a non-streamed answer abandoned midway is charged its whole reservati
     const next = await chat(stack, {});
     assert.equal(next.status, 429);
     await next.body?.cancel();
+    // Only the abandoned request ever reached Ollama.
+    assert.equal(stack.sim.records.length, 1);
   } finally {
     await stack.close();
   }
@@ -373,6 +375,7 @@ Deno.test("a stream cut at its cap is charged the cap, never past the budget", a
     // max_predict 4 and a budget of 100: 25 streams of exactly 4, then 429.
     assert.ok(delivered.every((n) => n === 4), JSON.stringify(delivered));
     assert.equal(delivered.length, 25);
+    assert.equal(stack.sim.records.length, 25, "the refusal reached Ollama");
   } finally {
     await stack.close();
   }
