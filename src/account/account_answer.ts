@@ -22,6 +22,12 @@ export interface AnsweredRequest {
   readonly bytesOut: number;
   /** Token counts read from the answer, when it was counted. */
   readonly tokens?: TokenCounts;
+  /**
+   * The answer was not streamed: its counts come only at its very end,
+   * after all its text, and Ollama generated all of it before the first
+   * byte.
+   */
+  readonly countsAtEnd?: boolean;
 }
 
 /** Who and what the answer is accounted to. */
@@ -65,12 +71,8 @@ export function accountAnswer(
   if (tokens?.prompt !== undefined) {
     shared.metrics.tokens.inc({ ...labels, kind: "prompt" }, tokens.prompt);
   }
-  const generated = tokens?.generated ?? tokens?.contentChunks;
-  // The budget is charged what was generated, but never more than the
-  // request was allowed: a stream the guard cuts at its cap has read one
-  // chunk past it, and that chunk never reached the client.
-  const reservation = options.reservation;
-  settleWithin(reservation, generated ?? 0);
+  const generated = charged(answer, options.reservation);
+  settleWithin(options.reservation, generated ?? 0);
   if (generated) {
     shared.metrics.tokens.inc({ ...labels, kind: "generated" }, generated);
   }
@@ -91,6 +93,32 @@ export function accountAnswer(
   });
 }
 
+/**
+ * The tokens an answer is charged: what it reported, else one per content
+ * chunk streamed. A non-streamed answer the client abandons midway has no
+ * counts to read and no chunks to count, though the client may have read
+ * nearly all of it: it is charged its whole reservation, the generation
+ * limit it carried, or abandoning answers would spend nothing.
+ */
+function charged(
+  answer: AnsweredRequest,
+  reservation: BudgetReservation,
+): number | undefined {
+  const { tokens } = answer;
+  if (
+    tokens !== undefined && tokens.generated === undefined &&
+    answer.countsAtEnd === true && answer.end === "client_closed"
+  ) {
+    return reservation.amount;
+  }
+  return tokens?.generated ?? tokens?.contentChunks;
+}
+
+/**
+ * Settles `reservation` to `generated`, but never to more than the request
+ * was allowed: a stream the guard cuts at its cap has read one chunk past
+ * it, and that chunk never reached the client.
+ */
 function settleWithin(reservation: BudgetReservation, generated: number): void {
   // A request outside every budget reserves nothing: there is no bound.
   reservation.settle(

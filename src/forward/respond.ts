@@ -24,11 +24,7 @@ import type { UploadProblem } from "./upload_body.ts";
 import { answerListing } from "./listing.ts";
 import { type AnswerEnd, answerStream } from "./answer_stream.ts";
 import { streamErrorEnding } from "./stream_error.ts";
-import {
-  countTokensInBody,
-  type StreamFormat,
-  type TokenCounts,
-} from "./token_tap.ts";
+import { countTokensInBody, type StreamFormat } from "./token_tap.ts";
 import { tapDialectFor } from "./tap_dialect.ts";
 import { accountAnswer } from "../account/account_answer.ts";
 
@@ -95,13 +91,14 @@ export async function forward(
   });
   if (upload !== undefined) trace.bytesIn = upload.bytes();
   // An upload that failed on the client's side is not Ollama's failure.
-  const upstream = isRefusal(fetched) && upload?.problem() !== undefined
-    ? uploadRefusal(upload.problem()!, input.limit)
+  const uploadProblem = upload?.problem();
+  const upstream = isRefusal(fetched) && uploadProblem !== undefined
+    ? uploadRefusal(uploadProblem, input.limit)
     : fetched;
   if (isRefusal(upstream)) {
     release();
     input.reservation.settle(0);
-    if (upload?.problem() === undefined) {
+    if (uploadProblem === undefined) {
       shared.metrics.upstreamUp.set(
         {},
         upstream.reason === "upstream_unavailable" ? 0 : 1,
@@ -157,10 +154,8 @@ export async function forward(
         ? "shutdown"
         : answer.end,
       bytesOut: answer.bytes,
-      tokens: abandonedAnswerTokens(answer, {
-        format,
-        reserved: input.reservation.amount,
-      }),
+      tokens: answer.tokens,
+      countsAtEnd: format === "json",
     }, {
       context,
       identity,
@@ -235,28 +230,6 @@ export async function forward(
     onEnd: finish,
   });
   return new Response(body, { status: upstream.status, headers });
-}
-
-/**
- * The counts to charge for an answer. A non-streamed answer carries its
- * counts at its very end, after all of its text, and Ollama has generated
- * all of it before the first byte: one the client abandons midway has no
- * counts to read and no chunks to count, though the client may have read
- * nearly all of it. It is charged its whole reservation, the generation
- * limit it carried; otherwise abandoning answers would spend nothing.
- */
-function abandonedAnswerTokens(
-  answer: AnswerEnd,
-  options: { format: StreamFormat; reserved: number },
-): TokenCounts | undefined {
-  const { tokens } = answer;
-  if (
-    tokens === undefined || options.format !== "json" ||
-    answer.end !== "client_closed" || tokens.generated !== undefined
-  ) {
-    return tokens;
-  }
-  return { ...tokens, generated: options.reserved };
 }
 
 /** The refusal for an upload the client broke off or sent too much of. */
