@@ -8,7 +8,6 @@
 
 import type { OidcSettings, Policy } from "./config/policy.ts";
 import { loadPolicy } from "./config/load.ts";
-import { ConfigError } from "./config/errors.ts";
 import { createHandler } from "./server.ts";
 import { createRuntime, type Runtime, type Shared } from "./runtime.ts";
 import { RateLimiter } from "./policy/rate_limiter.ts";
@@ -237,9 +236,7 @@ export async function startButler(
     } catch (error) {
       metrics.configReloads.inc({ result: "failure" });
       log.error("config reload failed; keeping the previous config", {
-        error: error instanceof ConfigError || error instanceof Error
-          ? error.message
-          : String(error),
+        error: describeError(error),
         ...(error instanceof MissingPermissionsError
           ? { missing: error.missing }
           : {}),
@@ -354,7 +351,7 @@ function serveOn(
       onListen: (addr) => serving.onListen(addr as Deno.NetAddr),
       onError: (error) => {
         serving.log.error("internal error", {
-          error: error instanceof Error ? error.message : String(error),
+          error: describeError(error),
         });
         return new Response("internal error", { status: 500 });
       },
@@ -428,7 +425,7 @@ async function startSavingUsage(
   } catch (error) {
     throw new StateFileError(
       path,
-      `cannot be written (${error instanceof Error ? error.message : error})`,
+      `cannot be written (${describeError(error)})`,
     );
   }
   log.info("token usage state", {
@@ -440,7 +437,7 @@ async function startSavingUsage(
     onError: (error) =>
       log.error("token usage not saved; retrying", {
         state_file: path,
-        error: error instanceof Error ? error.message : String(error),
+        error: describeError(error),
       }),
   });
 }
