@@ -8,7 +8,11 @@
  */
 
 import { decodeProtectedHeader } from "jose";
-import type { Policy, SubjectPolicy } from "../config/policy.ts";
+import {
+  modeAccepts,
+  type Policy,
+  type SubjectPolicy,
+} from "../config/policy.ts";
 import { type Refusal, refuse } from "../errors/refusal.ts";
 import type { Identity, Subject } from "./identity.ts";
 import { type ApiKeyIndex, presentedCredential } from "./api_keys.ts";
@@ -32,14 +36,12 @@ function unauthorized(reason: string, message = "unauthorized"): Refusal {
   });
 }
 
-const usesKeys = (policy: Policy) =>
-  policy.auth.mode === "api_key" || policy.auth.mode === "either";
+const usesKeys = (policy: Policy) => modeAccepts(policy.auth.mode).keys;
 const usesLocalJwt = (policy: Policy) =>
   policy.auth.jwtSecret !== undefined &&
-  (policy.auth.mode === "jwt_standalone" || policy.auth.mode === "either");
+  modeAccepts(policy.auth.mode).localUsers;
 const usesOidc = (policy: Policy) =>
-  policy.auth.oidc !== undefined &&
-  (policy.auth.mode === "oidc" || policy.auth.mode === "either");
+  policy.auth.oidc !== undefined && modeAccepts(policy.auth.mode).oidc;
 
 /**
  * Authenticates `headers` under `context`. Returns the identity with every

@@ -70,6 +70,19 @@ export interface UserPolicy extends SubjectPolicy {
 
 export type AuthMode = "api_key" | "jwt_standalone" | "oidc" | "either";
 
+/** Which credentials an auth mode takes. */
+export function modeAccepts(mode: AuthMode): {
+  readonly keys: boolean;
+  readonly localUsers: boolean;
+  readonly oidc: boolean;
+} {
+  return {
+    keys: mode === "api_key" || mode === "either",
+    localUsers: mode === "jwt_standalone" || mode === "either",
+    oidc: mode === "oidc" || mode === "either",
+  };
+}
+
 export interface OidcSettings {
   readonly issuer: URL;
   readonly clientId: string;

@@ -22,15 +22,16 @@ import {
   type IssueCollector,
 } from "./fields.ts";
 import { deepFreeze } from "./freeze.ts";
-import type {
-  AuthMode,
-  AuthSettings,
-  ClientPolicy,
-  OidcSettings,
-  Policy,
-  SubjectPolicy,
-  TlsSettings,
-  UserPolicy,
+import {
+  type AuthMode,
+  type AuthSettings,
+  type ClientPolicy,
+  modeAccepts,
+  type OidcSettings,
+  type Policy,
+  type SubjectPolicy,
+  type TlsSettings,
+  type UserPolicy,
 } from "./policy.ts";
 import { parseRate } from "./rate.ts";
 import { readSubjectPolicy, SUBJECT_FIELDS } from "./subject.ts";
@@ -679,10 +680,10 @@ function checkAuthSources(
   }
 
   // Users sign in only where the mode takes their tokens.
+  const accepts = modeAccepts(mode);
   const canSignInUsers =
-    (users > 0 && auth.jwtSecretWritten && mode !== "api_key" &&
-      mode !== "oidc") ||
-    (auth.oidcWritten && mode !== "api_key" && mode !== "jwt_standalone");
+    (users > 0 && auth.jwtSecretWritten && accepts.localUsers) ||
+    (auth.oidcWritten && accepts.oidc);
   if (canSignInUsers) return;
   for (const place of config.userAuthRequired) {
     issues.add(
@@ -737,20 +738,18 @@ function unusedAuthSources(config: {
 }): string[] {
   const { mode, clients, users, oidc, roles, overrides } = config;
   const warnings: string[] = [];
-  const acceptsKeys = mode === "api_key" || mode === "either";
-  const acceptsLocalUsers = mode === "jwt_standalone" || mode === "either";
-  const acceptsOidc = mode === "oidc" || mode === "either";
+  const accepts = modeAccepts(mode);
   const unused = (what: string) =>
     warnings.push(
       `${what} unused: auth.mode "${mode}" does not accept them; ` +
         `use auth.mode "either" to accept every kind of credential`,
     );
-  if (clients > 0 && !acceptsKeys) unused("clients are");
-  if (users > 0 && !acceptsLocalUsers) unused("users are");
-  if (oidc && !acceptsOidc) unused("auth.oidc is");
+  if (clients > 0 && !accepts.keys) unused("clients are");
+  if (users > 0 && !accepts.localUsers) unused("users are");
+  if (oidc && !accepts.oidc) unused("auth.oidc is");
   // Role policies apply to provider users only; overrides to any person.
-  if (roles > 0 && !acceptsOidc) unused("role_policies are");
-  if (overrides > 0 && !acceptsLocalUsers && !acceptsOidc) {
+  if (roles > 0 && !accepts.oidc) unused("role_policies are");
+  if (overrides > 0 && !accepts.localUsers && !accepts.oidc) {
     unused("user_overrides are");
   }
   return warnings;
