@@ -46,6 +46,18 @@ function flagsOf(commandLine: string): string[] {
   return flags;
 }
 
+/** `main.ts` under the flags of the printed `deno run` line `run`. */
+function spawnButler(
+  run: string,
+  configPath: string,
+  env: Record<string, string>,
+): Child {
+  return spawn(
+    ["run", ...flagsOf(run), "main.ts", "--config", configPath],
+    env,
+  );
+}
+
 /** A child process whose stdout is collected line by line. */
 interface Child {
   readonly lines: string[];
@@ -196,13 +208,7 @@ Deno.test("permissions prints only the config's addresses, file and variables", 
 Deno.test("under exactly those flags the real server serves and warns of nothing", async () => {
   await withSetup(async ({ sim, configPath, port, env }) => {
     const { run } = await permissionsLine(configPath, env);
-    const child = spawn([
-      "run",
-      ...flagsOf(run),
-      "main.ts",
-      "--config",
-      configPath,
-    ], env);
+    const child = spawnButler(run, configPath, env);
     try {
       const held = parsed(
         await child.waitFor((l) => l.includes('"msg":"permissions"')),
@@ -265,13 +271,7 @@ users:
 `,
   );
   const { run } = await permissionsLine(configPath, env);
-  const child = spawn([
-    "run",
-    ...flagsOf(run),
-    "main.ts",
-    "--config",
-    configPath,
-  ], env);
+  const child = spawnButler(run, configPath, env);
   try {
     await child.waitFor((l) => l.includes('"msg":"listening"'));
     const login = (password: string) =>
@@ -429,13 +429,7 @@ Deno.test("SIGHUP onto an upstream outside --allow-net keeps the old config", as
     const { run } = await permissionsLine(configPath, env);
     const original = await Deno.readTextFile(configPath);
     const other = await startOllamaSim({ chunkDelayMs: 1 });
-    const child = spawn([
-      "run",
-      ...flagsOf(run),
-      "main.ts",
-      "--config",
-      configPath,
-    ], env);
+    const child = spawnButler(run, configPath, env);
     const chat = async (model: string) => {
       const response = await fetch(`http://127.0.0.1:${port}/api/chat`, {
         method: "POST",
